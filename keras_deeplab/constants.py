@@ -1,0 +1,101 @@
+"""The numbers of the DeepLab papers and of the datasets, in one place.
+
+Sources: DeepLabv3 (Chen et al., arXiv 1706.05587), DeepLabv3+ (arXiv 1802.02611), the PASCAL VOC 2012
+development kit. Nothing else in the project hard-codes these values.
+"""
+
+from __future__ import annotations
+
+# Labels.
+IGNORE_LABEL = 255  # VOC's "void" (object boundaries, unlabelled); never a class, never counted.
+
+# Training crops and augmentation (v3 paper, section 4).
+CROP_SIZE = 513
+MIN_SCALE = 0.5
+MAX_SCALE = 2.0
+SCALE_STEP = 0.25
+MEAN_PIXEL_RGB = (127.5, 127.5, 127.5)  # image padding value of the official code's input pipeline
+
+# Model widths.
+ASPP_FILTERS = 256
+DECODER_FILTERS = 256
+DECODER_LOW_LEVEL_FILTERS = 48
+ASPP_DROPOUT_RATE = 0.1  # the official code's keep_prob 0.9 after the ASPP projection
+
+# Atrous rates. The ASPP rates are (6, 12, 18) at output stride 16 and double at 8 (v3 paper, 3.3).
+OUTPUT_STRIDES = (8, 16, 32)
+ASPP_RATES_AT_OUTPUT_STRIDE_16 = (6, 12, 18)
+MULTI_GRID = (1, 2, 4)  # unit rates of block4 and the cascaded copies (v3 paper, Table 3 / 7)
+MAX_EXTRA_BLOCKS = 3  # block5..block7 of the cascade model (v3 paper, Table 2)
+
+# Batch norm: decay 0.9997 and epsilon 1e-5 as in the official training; keras.applications' ResNets
+# were trained with epsilon 1.001e-5, which the backbone keeps so that their weight files load exactly.
+BATCH_NORM_MOMENTUM = 0.9997
+BATCH_NORM_EPSILON = 1e-5
+RESNET_BATCH_NORM_EPSILON = 1.001e-5
+
+# ResNet v1 bottleneck units per stage (conv2_x .. conv5_x).
+RESNET_STAGE_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+RESNET_STAGE_FILTERS = (64, 128, 256, 512)  # bottleneck width; the stage outputs 4x as many channels
+RESNET_STEMS = ("keras", "beta")
+# keras.applications' ResNets expect "caffe" inputs: BGR order, ImageNet mean subtracted, no scaling.
+RESNET_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+# PASCAL VOC 2012.
+VOC_NUM_CLASSES = 21
+VOC_CLASS_NAMES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+
+
+def voc_colormap(num_colors: int = 256) -> list[tuple[int, int, int]]:
+    """The VOC development kit's colour map (`labelcolormap.m`): class id -> (r, g, b), 256 entries.
+
+    Entry 255 (the ignore label) is (224, 224, 192), the cream of VOC's object boundaries.
+    """
+    colors = []
+    for index in range(num_colors):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colors.append((r, g, b))
+    return colors
+
+
+VOC_COLORMAP = tuple(voc_colormap())
+
+
+def aspp_rates(output_stride: int) -> tuple[int, int, int]:
+    """ASPP atrous rates at `output_stride`: (6, 12, 18) at 16, (12, 24, 36) at 8, (3, 6, 9) at 32."""
+    check_output_stride(output_stride)
+    return tuple(rate * 16 // output_stride for rate in ASPP_RATES_AT_OUTPUT_STRIDE_16)
+
+
+def check_output_stride(output_stride: int) -> None:
+    """Raise ValueError unless `output_stride` is one of OUTPUT_STRIDES."""
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")

@@ -1,0 +1,96 @@
+"""`keras-deeplab info`: parameters and multiply-adds of a configuration at an input size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from keras_deeplab import constants
+from keras_deeplab.backbones import BACKBONES
+
+PARTS = {
+    "stem": ("conv1_", "pool1_"),
+    "backbone": ("conv", "block"),
+    "aspp": ("aspp_",),
+    "decoder": ("decoder_",),
+    "logits": ("logits",),
+}
+
+
+def model_info(
+    backbone: str = "resnet101",
+    output_stride: int = 16,
+    input_size: int = constants.CROP_SIZE,
+    **build_options: Any,
+) -> dict[str, Any]:
+    """Build the configuration at `input_size` x `input_size` and count it.
+
+    Returns {'parameters', 'multiply_adds', 'multiply_adds_by_part', 'output_shape', ...}; multiply-adds are
+    of one forward pass at batch 1, conv and dense layers only.
+    """
+    from keras_deeplab.complexity import multiply_adds_by_part
+    from keras_deeplab.model import build_model
+
+    model = build_model(
+        output_stride=output_stride,
+        backbone=backbone,
+        input_shape=(input_size, input_size, 3),
+        **build_options,
+    )
+    by_part = multiply_adds_by_part(model, PARTS)
+    return {
+        "backbone": backbone,
+        "output_stride": output_stride,
+        "input_size": input_size,
+        **{key: value for key, value in build_options.items() if key != "backbone_weights"},
+        "parameters": model.count_params(),
+        "multiply_adds": sum(by_part.values()),
+        "multiply_adds_by_part": by_part,
+        "feature_size": list(model.features["high_level"].shape[1:3]),
+        "output_shape": list(model.output.shape[1:]),
+        "model": model,
+    }
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("info", help="parameter count and multiply-adds of a configuration")
+    parser.add_argument("--backbone", default="resnet101", choices=BACKBONES)
+    parser.add_argument("--output-stride", type=int, default=16, choices=constants.OUTPUT_STRIDES)
+    parser.add_argument("--input-size", type=int, default=constants.CROP_SIZE)
+    parser.add_argument("--num-classes", type=int, default=constants.VOC_NUM_CLASSES)
+    parser.add_argument("--stem", default="keras", choices=constants.RESNET_STEMS)
+    parser.add_argument("--decoder", action="store_true", help="DeepLabv3+ decoder")
+    parser.add_argument("--separable", action="store_true", help="atrous separable convs in ASPP/decoder")
+    parser.add_argument("--extra-blocks", type=int, default=0, help="cascade copies of block4 (0..3)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--summary", action="store_true", help="also print the Keras model summary")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    info = model_info(
+        backbone=args.backbone,
+        output_stride=args.output_stride,
+        input_size=args.input_size,
+        num_classes=args.num_classes,
+        stem=args.stem,
+        decoder=args.decoder,
+        separable=args.separable,
+        extra_blocks=args.extra_blocks,
+    )
+    model = info.pop("model")
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    if args.summary:
+        model.summary(line_length=110)
+    name = f"DeepLabv3{'+' if args.decoder else ''} {args.backbone} ({args.stem} stem)"
+    print(f"{name}, output stride {args.output_stride}, input {args.input_size}x{args.input_size}")
+    print(f"  feature map     {info['feature_size'][0]}x{info['feature_size'][1]}")
+    print(f"  parameters      {info['parameters']:,}")
+    print(f"  multiply-adds   {info['multiply_adds'] / 1e9:.2f} B")
+    for part, count in info["multiply_adds_by_part"].items():
+        if count:
+            print(f"    {part:<13} {count / 1e9:.2f} B")
+    return 0

@@ -1,0 +1,99 @@
+"""Building blocks shared by the backbones and the heads: custom layers and conv + BN + ReLU units."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from keras_deeplab import constants
+
+
+@keras.saving.register_keras_serializable(package="keras_deeplab")
+class ResizeLike(layers.Layer):
+    """Bilinear resize of `x` (B, h, w, C) to the height and width of `reference` (B, H, W, any).
+
+    Works for any spatial size known only at run time, so one model serves every input size.
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        resized = tf.image.resize(x, tf.shape(reference)[1:3], method="bilinear")
+        return tf.cast(resized, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        x_shape, reference_shape = input_shape
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="keras_deeplab")
+class PixelNormalization(layers.Layer):
+    """RGB pixels in [0, 255] (B, H, W, 3) -> `(pixels[..., order] - mean) * scale`, the backbone's convention.
+
+    `reverse_channels=True` feeds BGR, as keras.applications' ResNets ("caffe" mode) expect.
+    """
+
+    def __init__(self, mean: Sequence[float], scale: float = 1.0, reverse_channels: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mean = tuple(float(value) for value in mean)
+        self.scale = float(scale)
+        self.reverse_channels = bool(reverse_channels)
+
+    def call(self, inputs):
+        x = ops.flip(inputs, axis=-1) if self.reverse_channels else inputs
+        mean = ops.convert_to_tensor(self.mean, dtype=x.dtype)
+        return (x - mean) * ops.cast(self.scale, x.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mean=list(self.mean), scale=self.scale, reverse_channels=self.reverse_channels)
+        return config
+
+
+@dataclass(frozen=True)
+class NormSettings:
+    """How every batch-norm layer of a model is made (the same settings in every replica)."""
+
+    momentum: float = constants.BATCH_NORM_MOMENTUM
+    epsilon: float = constants.BATCH_NORM_EPSILON
+    synchronized: bool = False
+
+    def __call__(self, name: str, epsilon: float | None = None) -> layers.BatchNormalization:
+        return layers.BatchNormalization(
+            momentum=self.momentum,
+            epsilon=self.epsilon if epsilon is None else epsilon,
+            synchronized=self.synchronized,
+            name=name,
+        )
+
+
+def conv_bn_relu(
+    x,
+    filters: int,
+    kernel_size: int,
+    *,
+    name: str,
+    norm: NormSettings,
+    rate: int = 1,
+    separable: bool = False,
+):
+    """Conv (no bias) + BN + ReLU; with `separable` and a kernel over 1, an atrous separable conv.
+
+    The separable form is the v3+ paper's: depthwise kxk at `rate` + BN + ReLU, then pointwise 1x1 + BN + ReLU.
+    Shapes: (B, H, W, C) -> (B, H, W, filters); padding keeps H and W.
+    """
+    if separable and kernel_size > 1:
+        x = layers.DepthwiseConv2D(
+            kernel_size, padding="same", dilation_rate=rate, use_bias=False, name=f"{name}_depthwise"
+        )(x)
+        x = norm(f"{name}_depthwise_bn")(x)
+        x = layers.Activation("relu", name=f"{name}_depthwise_relu")(x)
+        kernel_size, rate, conv_name, bn_name = 1, 1, f"{name}_pointwise", f"{name}_pointwise_bn"
+    else:
+        conv_name, bn_name = f"{name}_conv", f"{name}_bn"
+    x = layers.Conv2D(filters, kernel_size, padding="same", dilation_rate=rate, use_bias=False, name=conv_name)(x)
+    x = norm(bn_name)(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
