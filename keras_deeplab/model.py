@@ -43,7 +43,7 @@ class DeepLab(keras.Model):
 
     def feature_model(self) -> keras.Model:
         """A model on the same layers returning {'low_level', 'high_level', 'logits'}: backbone features too."""
-        return keras.Model(self.inputs, {**self.features, "logits": self.outputs[0]}, name=f"{self.name}_features")
+        return keras.Model(self.input, {**self.features, "logits": self.outputs[0]}, name=f"{self.name}_features")
 
 
 def build_model(
