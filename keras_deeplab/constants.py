@@ -99,3 +99,39 @@ def check_output_stride(output_stride: int) -> None:
     """Raise ValueError unless `output_stride` is one of OUTPUT_STRIDES."""
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+
+
+# Xception and MobileNetV2 expect "tf" inputs: RGB scaled to [-1, 1], i.e. (x - 127.5) / 127.5.
+SIGNED_UNIT_PIXEL_MEAN_RGB = (127.5, 127.5, 127.5)
+SIGNED_UNIT_PIXEL_SCALE = 1 / 127.5
+
+# The modified aligned Xception-65 of the v3+ paper (section 3.2, Fig. 4; the official `xception_65`):
+# two stem convs, then (flow, block, units, widths of the unit's three separable convs, stride of the unit's
+# last separable conv, skip connection: "conv" = strided 1x1 conv + BN, "sum" = identity, "none").
+XCEPTION65_STEM_FILTERS = (32, 64)
+XCEPTION65_BLOCKS = (
+    ("entry_flow", 1, 1, (128, 128, 128), 2, "conv"),
+    ("entry_flow", 2, 1, (256, 256, 256), 2, "conv"),
+    ("entry_flow", 3, 1, (728, 728, 728), 2, "conv"),
+    ("middle_flow", 1, 16, (728, 728, 728), 1, "sum"),
+    ("exit_flow", 1, 1, (728, 1024, 1024), 2, "conv"),
+    ("exit_flow", 2, 1, (1536, 1536, 2048), 1, "none"),
+)
+
+# MobileNetV2 (arXiv 1801.04381, Table 2) as keras.applications builds it: (expansion t, width c, repeats n,
+# stride s of the first repeat). DeepLab stops before the final 1x1 conv to 1280 channels (the official
+# `layer_18`); its decoder reads the depthwise output of block 2 (the official `layer_4/depthwise_output`).
+MOBILENETV2_STEM_FILTERS = 32
+MOBILENETV2_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+MOBILENETV2_LOW_LEVEL_BLOCK = 2
+MOBILENETV2_WIDTH_DIVISOR = 8  # keras.applications rounds every scaled width to a multiple of 8
+MOBILENETV2_BATCH_NORM_EPSILON = 1e-3  # keras.applications' value, kept so its weight files load exactly
+MOBILENETV2_UNUSED_WEIGHT_LAYERS = ("Conv_1", "Conv_1_bn")  # the no-top file's final 1x1 conv to 1280 channels

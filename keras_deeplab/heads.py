@@ -16,19 +16,21 @@ def aspp(
     filters: int = constants.ASPP_FILTERS,
     separable: bool = False,
     dropout_rate: float = constants.ASPP_DROPOUT_RATE,
+    light: bool = False,
 ):
     """Atrous spatial pyramid pooling: (B, h, w, C) -> (B, h, w, filters).
 
     Five parallel branches, each `filters` wide with BN and ReLU: image-level pooling (global average,
     1x1 conv, bilinear back to h x w), a 1x1 conv and three 3x3 atrous convs at `aspp_rates(output_stride)`;
     concatenated, fused by a 1x1 conv, then dropout. Branch names carry no rate, so the same weights fit
-    every output stride.
+    every output stride. `light` keeps only the image pooling and 1x1 branches (the official MobileNetV2
+    configuration, which sets no atrous rates).
     """
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_image_pool")(features)
     pooled = conv_bn_relu(pooled, filters, 1, name="aspp_image_pool_projection", norm=norm)
     branches = [ResizeLike(name="aspp_image_pool_upsample")([pooled, features])]
     branches.append(conv_bn_relu(features, filters, 1, name="aspp_conv1x1", norm=norm))
-    for index, rate in enumerate(constants.aspp_rates(output_stride), start=1):
+    for index, rate in enumerate(() if light else constants.aspp_rates(output_stride), start=1):
         branches.append(
             conv_bn_relu(features, filters, 3, rate=rate, separable=separable, name=f"aspp_atrous{index}", norm=norm)
         )

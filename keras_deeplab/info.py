@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from keras_deeplab import constants
-from keras_deeplab.backbones import BACKBONES
+from keras_deeplab.backbones import BACKBONES, RESNETS
 
 PARTS = {
-    "stem": ("conv1_", "pool1_"),
-    "backbone": ("conv", "block"),
+    "stem": ("conv1_", "pool1_", "entry_flow_conv1_", "Conv1", "bn_Conv1"),
+    "backbone": ("conv", "block", "entry_flow_", "middle_flow_", "exit_flow_", "expanded_conv_"),
     "aspp": ("aspp_",),
     "decoder": ("decoder_",),
     "logits": ("logits",),
@@ -63,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decoder", action="store_true", help="DeepLabv3+ decoder")
     parser.add_argument("--separable", action="store_true", help="atrous separable convs in ASPP/decoder")
     parser.add_argument("--extra-blocks", type=int, default=0, help="cascade copies of block4 (0..3)")
+    parser.add_argument("--width-multiplier", type=float, default=1.0, help="backbone widths (MobileNetV2's alpha)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--summary", action="store_true", help="also print the Keras model summary")
     parser.set_defaults(run=run)
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         decoder=args.decoder,
         separable=args.separable,
         extra_blocks=args.extra_blocks,
+        width_multiplier=args.width_multiplier,
     )
     model = info.pop("model")
     if args.json:
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.summary:
         model.summary(line_length=110)
-    name = f"DeepLabv3{'+' if args.decoder else ''} {args.backbone} ({args.stem} stem)"
+    variant = f"{args.stem} stem" if args.backbone in RESNETS else f"width {args.width_multiplier:g}"
+    name = f"DeepLabv3{'+' if args.decoder else ''} {args.backbone} ({variant})"
     print(f"{name}, output stride {args.output_stride}, input {args.input_size}x{args.input_size}")
     print(f"  feature map     {info['feature_size'][0]}x{info['feature_size'][1]}")
     print(f"  parameters      {info['parameters']:,}")

@@ -9,7 +9,12 @@ import keras
 from keras import layers
 
 from keras_deeplab import constants, heads
-from keras_deeplab.backbones import backbone_features, pixel_normalization
+from keras_deeplab.backbones import (
+    LIGHT_ASPP_BACKBONES,
+    UNUSED_WEIGHT_LAYERS,
+    backbone_features,
+    pixel_normalization,
+)
 from keras_deeplab.layers import NormSettings, ResizeLike
 from keras_deeplab.weights import load_backbone_weights
 
@@ -58,6 +63,7 @@ def build_model(
     separable: bool = False,
     width_multiplier: float = 1.0,
     aspp_filters: int = constants.ASPP_FILTERS,
+    light_aspp: bool | None = None,
     dropout_rate: float = constants.ASPP_DROPOUT_RATE,
     batch_norm_momentum: float = constants.BATCH_NORM_MOMENTUM,
     sync_batch_norm: bool = False,
@@ -71,18 +77,23 @@ def build_model(
       output_stride: input size / final feature size: 8, 16 or 32. Weights are interchangeable between
         strides (`with_output_stride`), as the paper trains at 16 and evaluates at 8.
       num_classes: logits channels.
-      backbone: "resnet50" or "resnet101".
-      stem: "keras" (7x7 conv, loads keras.applications weights) or "beta" (three 3x3 convs).
-      multi_grid: unit rates of block4 and the cascade blocks, multiplied by the stage's rate.
-      extra_blocks: 0..3 cascaded copies of block4 (block5..block7) with doubling rates.
+      backbone: "resnet50", "resnet101", "xception65" (the v3+ paper's aligned Xception) or "mobilenetv2".
+      stem: "keras" (7x7 conv, loads keras.applications weights) or "beta" (three 3x3 convs); ResNets only.
+      multi_grid: unit rates of block4 and the cascade blocks, multiplied by the stage's rate; ResNets only.
+      extra_blocks: 0..3 cascaded copies of block4 (block5..block7) with doubling rates; ResNets only.
       separable: atrous separable 3x3 convs in the ASPP and decoder (v3+).
-      width_multiplier: scales every backbone width (1.0 is the paper's network; small values for tests).
+      width_multiplier: scales every backbone width (1.0 is the paper's network; small values for tests);
+        MobileNetV2's `alpha` (widths rounded to multiples of 8 as keras.applications does).
+      light_aspp: ASPP with the image pooling and 1x1 branches only; None: the backbone's official choice
+        (light for MobileNetV2, full otherwise).
       sync_batch_norm: batch statistics averaged over all replicas of a distribution strategy.
       input_shape: (H, W, 3); None for any size.
       backbone_weights: a local keras.applications ImageNet weight file (.h5) to load into the backbone.
 
     Returns: a DeepLab model mapping RGB [0, 255] (B, H, W, 3) to float32 logits (B, H, W, num_classes).
     """
+    if light_aspp is None:
+        light_aspp = backbone in LIGHT_ASPP_BACKBONES
     build_config = {
         "output_stride": output_stride,
         "num_classes": num_classes,
@@ -94,6 +105,7 @@ def build_model(
         "separable": separable,
         "width_multiplier": width_multiplier,
         "aspp_filters": aspp_filters,
+        "light_aspp": light_aspp,
         "dropout_rate": dropout_rate,
         "batch_norm_momentum": batch_norm_momentum,
         "sync_batch_norm": sync_batch_norm,
@@ -119,6 +131,7 @@ def build_model(
         filters=aspp_filters,
         separable=separable,
         dropout_rate=dropout_rate,
+        light=light_aspp,
     )
     if decoder:
         x = heads.decoder(x, features.low_level, norm=norm, separable=separable)
@@ -126,5 +139,5 @@ def build_model(
     logits = ResizeLike(name="logits_upsample", dtype="float32")([x, inputs])
     model = DeepLab(inputs, logits, build_config, features=features._asdict(), name=name)
     if backbone_weights is not None:
-        load_backbone_weights(model, backbone_weights)
+        load_backbone_weights(model, backbone_weights, unused_layers=UNUSED_WEIGHT_LAYERS.get(backbone, ()))
     return model

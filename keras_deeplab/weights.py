@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 import h5py
 import keras
@@ -40,13 +41,18 @@ def read_legacy_h5_weights(path: str | os.PathLike) -> dict[str, list]:
         return weights
 
 
-def load_backbone_weights(model: keras.Model, path: str | os.PathLike) -> list[str]:
+def load_backbone_weights(
+    model: keras.Model, path: str | os.PathLike, unused_layers: Collection[str] = ()
+) -> list[str]:
     """Load a keras.applications weight file into the backbone layers of `model`, by layer name.
 
-    Every weighted layer of the file must exist in `model` with weights of the same shapes, or
+    Every weighted layer of the file except `unused_layers` (layers of the file the backbone leaves out on
+    purpose, such as MobileNetV2's final `Conv_1`) must exist in `model` with weights of the same shapes, or
     WeightFileError names the first one that does not. Returns the names of the layers loaded.
     """
-    file_weights = {name: arrays for name, arrays in read_legacy_h5_weights(path).items() if arrays}
+    file_weights = {
+        name: arrays for name, arrays in read_legacy_h5_weights(path).items() if arrays and name not in unused_layers
+    }
     if not file_weights:
         raise WeightFileError(f"{path}: the file holds no weights")
     model_layers = {layer.name: layer for layer in model.layers}

@@ -6,16 +6,27 @@ from collections.abc import Sequence
 
 from keras_deeplab import constants
 from keras_deeplab.backbones.base import BackboneFeatures
+from keras_deeplab.backbones.mobilenetv2 import mobilenetv2_features
 from keras_deeplab.backbones.resnet import resnet_features
+from keras_deeplab.backbones.xception import xception65_features
 from keras_deeplab.layers import NormSettings, PixelNormalization
 
-BACKBONES = tuple(constants.RESNET_STAGE_BLOCKS)
+RESNETS = tuple(constants.RESNET_STAGE_BLOCKS)
+BACKBONES = (*RESNETS, "xception65", "mobilenetv2")
+# Backbones whose official DeepLab configuration uses the light ASPP (1x1 branch and image pooling only).
+LIGHT_ASPP_BACKBONES = ("mobilenetv2",)
+# Layers of a backbone's keras.applications weight file that DeepLab does not build.
+UNUSED_WEIGHT_LAYERS = {"mobilenetv2": constants.MOBILENETV2_UNUSED_WEIGHT_LAYERS}
 
 
 def pixel_normalization(backbone: str) -> PixelNormalization:
     """The layer mapping RGB [0, 255] pixels to what `backbone`'s ImageNet weights were trained on."""
     _check_backbone(backbone)
-    return PixelNormalization(constants.RESNET_CAFFE_MEAN_BGR, reverse_channels=True, name="preprocessing")
+    if backbone in RESNETS:
+        return PixelNormalization(constants.RESNET_CAFFE_MEAN_BGR, reverse_channels=True, name="preprocessing")
+    return PixelNormalization(
+        constants.SIGNED_UNIT_PIXEL_MEAN_RGB, scale=constants.SIGNED_UNIT_PIXEL_SCALE, name="preprocessing"
+    )
 
 
 def backbone_features(
@@ -29,8 +40,16 @@ def backbone_features(
     extra_blocks: int,
     width_multiplier: float,
 ) -> BackboneFeatures:
-    """Build `backbone` on preprocessed `pixels` (B, H, W, 3); see BackboneFeatures for what comes back."""
+    """Build `backbone` on preprocessed `pixels` (B, H, W, 3); see BackboneFeatures for what comes back.
+
+    `stem`, `multi_grid` and `extra_blocks` shape the ResNets only: other backbones accept them only at
+    their defaults (`multi_grid` also None) and raise ValueError otherwise.
+    """
     _check_backbone(backbone)
+    if backbone not in RESNETS:
+        _check_resnet_only_options(backbone, stem, multi_grid, extra_blocks)
+        build = xception65_features if backbone == "xception65" else mobilenetv2_features
+        return build(pixels, output_stride=output_stride, norm=norm, width_multiplier=width_multiplier)
     return resnet_features(
         pixels,
         depth=backbone,
@@ -48,4 +67,23 @@ def _check_backbone(backbone: str) -> None:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
 
 
-__all__ = ["BACKBONES", "BackboneFeatures", "backbone_features", "pixel_normalization"]
+def _check_resnet_only_options(backbone: str, stem: str, multi_grid: Sequence[int] | None, extra_blocks: int) -> None:
+    given = {
+        "stem": stem != constants.RESNET_STEMS[0],
+        "multi_grid": multi_grid is not None and tuple(multi_grid) != constants.MULTI_GRID,
+        "extra_blocks": extra_blocks != 0,
+    }
+    for option, is_set in given.items():
+        if is_set:
+            raise ValueError(f"{option} applies to the ResNet backbones {RESNETS} only, not to {backbone!r}")
+
+
+__all__ = [
+    "BACKBONES",
+    "LIGHT_ASPP_BACKBONES",
+    "RESNETS",
+    "UNUSED_WEIGHT_LAYERS",
+    "BackboneFeatures",
+    "backbone_features",
+    "pixel_normalization",
+]

@@ -11,3 +11,30 @@ class BackboneFeatures(NamedTuple):
 
     low_level: Any
     high_level: Any
+
+
+class AtrousSchedule:
+    """Stride so far and dilation rate of a backbone built layer by layer toward `output_stride`.
+
+    Once the stride so far has reached `output_stride`, a layer that would stride runs at stride 1 instead
+    and every later layer multiplies its dilation rate by that stride (the official DeepLab backbones' rule).
+    """
+
+    def __init__(self, output_stride: int, stride_so_far: int = 1) -> None:
+        self.output_stride = output_stride
+        self.stride_so_far = stride_so_far
+        self.rate = 1
+
+    def next_layer(self, stride: int) -> tuple[int, int]:
+        """(stride, dilation rate) for a layer asked to stride by `stride`; updates the schedule."""
+        rate = self.rate
+        if stride > 1 and self.stride_so_far >= self.output_stride:
+            self.rate *= stride
+            return 1, rate
+        self.stride_so_far *= stride
+        return stride, rate
+
+
+def scaled_width(filters: int, width_multiplier: float) -> int:
+    """`filters` scaled by `width_multiplier`, rounded, at least 1."""
+    return max(1, round(filters * width_multiplier))

@@ -1,0 +1,94 @@
+"""DeepLab's MobileNetV2 (arXiv 1801.04381; the official DeepLab `mobilenet_v2` feature extractor).
+
+Inverted residual blocks up to the 320-channel block 16 (no final 1x1 conv to 1280 channels); once the stride
+reaches the output stride, a block that would stride runs at stride 1 and every later depthwise conv is
+dilated instead. Layer names, widths (`width_multiplier` is keras' `alpha`), batch-norm epsilon and ReLU6
+follow keras.applications.MobileNetV2, so its no-top ImageNet weight file loads by name (less its final
+`Conv_1` layers). Strided depthwise convs use "same" padding, which is keras' `correct_pad` padding whenever
+the input size is known.
+"""
+
+from __future__ import annotations
+
+from keras import layers
+
+from keras_deeplab import constants
+from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures
+from keras_deeplab.layers import NormSettings
+
+_EPSILON = constants.MOBILENETV2_BATCH_NORM_EPSILON
+
+
+def make_divisible(value: float, divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR) -> int:
+    """keras.applications' width rounding: the nearest multiple of `divisor`, at least `divisor`, never
+    more than 10% below `value`."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def inverted_residual(
+    x, filters: int, *, expansion: int, stride: int, rate: int, residual: bool, name: str, norm: NormSettings
+):
+    """Expand 1x1 + BN + ReLU6 (when `expansion` > 1), depthwise 3x3 (`stride`, `rate`) + BN + ReLU6, project
+    1x1 + BN, plus the input when `residual` and the widths match (`residual` is False for a block that strides,
+    or would stride below the output stride, so the graph is the same at every output stride).
+
+    Returns (output, depthwise output): (B, H/stride, W/stride, filters) and (B, H/stride, W/stride, C*expansion).
+    """
+    inputs, in_channels = x, int(x.shape[-1])
+    if expansion > 1:
+        x = layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=f"{name}expand")(x)
+        x = norm(f"{name}expand_BN", epsilon=_EPSILON)(x)
+        x = layers.ReLU(6.0, name=f"{name}expand_relu")(x)
+    x = layers.DepthwiseConv2D(
+        3, strides=stride, padding="same", dilation_rate=rate, use_bias=False, name=f"{name}depthwise"
+    )(x)
+    x = norm(f"{name}depthwise_BN", epsilon=_EPSILON)(x)
+    depthwise = x = layers.ReLU(6.0, name=f"{name}depthwise_relu")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}project")(x)
+    x = norm(f"{name}project_BN", epsilon=_EPSILON)(x)
+    if residual and in_channels == filters:
+        x = layers.Add(name=f"{name}add")([inputs, x])
+    return x, depthwise
+
+
+def mobilenetv2_features(
+    inputs, *, output_stride: int, norm: NormSettings, width_multiplier: float = 1.0
+) -> BackboneFeatures:
+    """MobileNetV2 on preprocessed pixels (B, H, W, 3), dilated to reach `output_stride`.
+
+    Returns the depthwise output of block 2 (stride 4, 144 channels at width 1) and block 16's output at
+    `output_stride` (320 channels at width 1).
+    """
+    constants.check_output_stride(output_stride)
+    x = layers.Conv2D(
+        make_divisible(constants.MOBILENETV2_STEM_FILTERS * width_multiplier),
+        3,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        name="Conv1",
+    )(inputs)
+    x = norm("bn_Conv1", epsilon=_EPSILON)(x)
+    x = layers.ReLU(6.0, name="Conv1_relu")(x)
+    schedule = AtrousSchedule(output_stride, stride_so_far=2)
+    block_id, low_level = 0, None
+    for expansion, filters, repeats, first_stride in constants.MOBILENETV2_BLOCKS:
+        width = make_divisible(int(filters * width_multiplier))
+        for repeat in range(repeats):
+            stride, rate = schedule.next_layer(first_stride if repeat == 0 else 1)
+            name = f"block_{block_id}_" if block_id else "expanded_conv_"
+            x, depthwise = inverted_residual(
+                x,
+                width,
+                expansion=expansion,
+                stride=stride,
+                rate=rate,
+                residual=repeat > 0 or first_stride == 1,
+                name=name,
+                norm=norm,
+            )
+            if block_id == constants.MOBILENETV2_LOW_LEVEL_BLOCK:
+                low_level = depthwise
+            block_id += 1
+    return BackboneFeatures(low_level=low_level, high_level=x)
