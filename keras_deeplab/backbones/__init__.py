@@ -75,7 +75,9 @@ def _check_resnet_only_options(backbone: str, stem: str, multi_grid: Sequence[in
     }
     for option, is_set in given.items():
         if is_set:
-            raise ValueError(f"{option} applies to the ResNet backbones {RESNETS} only, not to {backbone!r}")
+            raise ValueError(
+                f"{option} applies to the ResNet backbones only ({', '.join(RESNETS)}), not to {backbone!r}"
+            )
 
 
 __all__ = [
