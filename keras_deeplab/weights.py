@@ -62,7 +62,7 @@ def load_backbone_weights(
         if layer is None:
             raise WeightFileError(
                 f"{path}: layer '{layer_name}' of the file has no layer of that name in model "
-                f"'{model.name}' (is the file for another ResNet depth, or the model built with another stem?)"
+                f"'{model.name}' (is the file for another backbone or depth, or the model built with another stem?)"
             )
         expected = [tuple(variable.shape) for variable in layer.weights]
         found = [tuple(array.shape) for array in arrays]

@@ -192,6 +192,10 @@ def test_mobilenet_file_of_another_width_is_named(mobilenet_file):
     other = 1.0 if alpha == 0.35 else 0.35
     with pytest.raises(WeightFileError, match=r"layer 'Conv1' has weights of shapes .* but the model expects"):
         build_model(16, backbone="mobilenetv2", width_multiplier=other, backbone_weights=str(path))
+    with pytest.raises(
+        WeightFileError, match=r"layer 'Conv1' of the file has no layer of that name .*another backbone"
+    ):
+        build_model(16, **XCEPTION, backbone_weights=str(path))
 
 
 def _info(*args, capsys):
