@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from keras import layers
 
 from keras_deeplab import constants
-from keras_deeplab.backbones.base import BackboneFeatures
+from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, scaled_width
 from keras_deeplab.layers import NormSettings
 
 _EPSILON = constants.RESNET_BATCH_NORM_EPSILON
@@ -22,14 +22,14 @@ def resnet_stem(x, stem: str, width_multiplier: float, norm: NormSettings):
     """(B, H, W, 3) -> (B, ceil(H/4), ceil(W/4), C): a 7x7 stem (keras) or three 3x3 convs (beta), max pool."""
     if stem == "keras":
         x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = layers.Conv2D(_width(64, width_multiplier), 7, strides=2, name="conv1_conv")(x)
+        x = layers.Conv2D(scaled_width(64, width_multiplier), 7, strides=2, name="conv1_conv")(x)
         x = norm("conv1_bn", epsilon=_EPSILON)(x)
         x = layers.Activation("relu", name="conv1_relu")(x)
     elif stem == "beta":
         x = layers.ZeroPadding2D(1, name="conv1_pad")(x)
         for index, (filters, strides) in enumerate(((64, 2), (64, 1), (128, 1)), start=1):
             x = layers.Conv2D(
-                _width(filters, width_multiplier),
+                scaled_width(filters, width_multiplier),
                 3,
                 strides=strides,
                 padding="valid" if strides > 1 else "same",
@@ -102,12 +102,12 @@ def resnet_features(
     stages += [(f"conv{6 + index}", 512, last_units, 2, unit_rates) for index in range(extra_blocks)]
 
     x = resnet_stem(inputs, stem, width_multiplier, norm)
-    current_stride, rate, low_level = 4, 1, None
-    for stage_index, (stage, filters, units, stride, rates) in enumerate(stages):
-        if stride > 1 and current_stride >= output_stride:
-            rate, stride = rate * stride, 1
-        current_stride *= stride
-        width = _width(filters, width_multiplier)
+    schedule, low_level = AtrousSchedule(output_stride, stride_so_far=4), None
+    for stage_index, (stage, filters, units, stage_stride, rates) in enumerate(stages):
+        # the stage's first 1x1 conv strides, or (output stride reached) every 3x3 conv of it dilates instead
+        stride, _ = schedule.next_layer(stage_stride)
+        rate = schedule.rate
+        width = scaled_width(filters, width_multiplier)
         for unit in range(units):
             x = bottleneck(
                 x,
@@ -121,7 +121,3 @@ def resnet_features(
         if stage_index == 0:
             low_level = x
     return BackboneFeatures(low_level=low_level, high_level=x)
-
-
-def _width(filters: int, width_multiplier: float) -> int:
-    return max(1, round(filters * width_multiplier))
