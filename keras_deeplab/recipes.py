@@ -1,0 +1,302 @@
+"""Training recipes: JSON files of sections (model, data, train, checkpoint, eval, distribution, log), checked.
+
+A recipe is named (one of the files shipped in `keras_deeplab/configs/`) or given as a path. Every key is
+checked against the sections below, with `--set section.key=value` overrides applied first; a missing or
+corrupt file, an unknown key or a value of the wrong type raises RecipeError naming the file and the key.
+The `model` section is passed to `build_model` as keyword arguments, so any `build_model` option is a key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import types
+import typing
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from keras_deeplab import constants
+
+MODEL_KEYS_SET_BY_TRAINING = ("input_shape", "name", "sync_batch_norm")
+
+
+class RecipeError(ValueError):
+    """A recipe file, key or value is missing or wrong; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """Where the examples come from (`pipelines.open_source`) and how training crops are made."""
+
+    format: str = "synthetic"
+    root: str | None = None
+    train_split: str = "train"
+    eval_split: str = "val"
+    options: dict = dataclasses.field(default_factory=dict)  # extra keyword arguments of open_source
+    crop_size: int = constants.CROP_SIZE
+    min_scale: float = constants.MIN_SCALE
+    max_scale: float = constants.MAX_SCALE
+    scale_step: float | None = constants.SCALE_STEP
+    flip: bool = True
+    cache: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """The optimisation: SGD with momentum, poly learning rate, L2 weight decay on conv kernels."""
+
+    steps: int = 30000
+    global_batch_size: int = 16
+    learning_rate: float = 0.007
+    end_learning_rate: float = 0.0
+    lr_power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    freeze_batch_norm: bool = False
+    init_checkpoint: str | None = None  # a .keras model file or a run directory; loaded by layer name
+    class_weights: list[float] | None = None
+    hard_pixel_fraction: float = 1.0
+    precision: str = "float32"  # "float32" or "mixed" (float16 on GPUs, bfloat16 on CPUs; float32 loss)
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSettings:
+    every_steps: int = 1000
+    keep: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation on `data.eval_split` at the end of training (and every `every_steps` when above 0)."""
+
+    every_steps: int = 0
+    output_stride: int | None = None  # None: the training output stride
+    scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    flip: bool = False
+    max_examples: int | None = None  # None: the whole split
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributionSettings:
+    """ "auto": MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else MirroredStrategy over
+    `devices` (None: every visible GPU, or the CPU when there is none)."""
+
+    strategy: str = "auto"
+    devices: list[str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSettings:
+    every_steps: int = 10  # TensorBoard scalars (loss, learning rate)
+    image_every_steps: int = 200  # TensorBoard images (input, truth, prediction); 0: never
+    progress: bool = True
+
+
+SECTIONS = {
+    "data": DataSettings,
+    "train": TrainSettings,
+    "checkpoint": CheckpointSettings,
+    "eval": EvalSettings,
+    "distribution": DistributionSettings,
+    "log": LogSettings,
+}
+CHOICES = {
+    ("train", "precision"): ("float32", "mixed"),
+    ("distribution", "strategy"): ("auto", "mirrored", "multi_worker"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A checked recipe. `model` holds `build_model` keyword arguments; `source` is where it was read."""
+
+    name: str
+    description: str
+    run_dir: str
+    model: dict
+    data: DataSettings
+    train: TrainSettings
+    checkpoint: CheckpointSettings
+    eval: EvalSettings
+    distribution: DistributionSettings
+    log: LogSettings
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as JSON-ready data (what `run_dir/recipe.json` holds); `source` left out."""
+        values = dataclasses.asdict(self)
+        values.pop("source")
+        return values
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    folder = resources.files("keras_deeplab").joinpath("configs")
+    return sorted(entry.name.removesuffix(".json") for entry in folder.iterdir() if entry.name.endswith(".json"))
+
+
+def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a recipe by shipped name (e.g. "demo") or file path, apply "section.key=value" overrides, check it.
+
+    Override values are JSON ("8", "0.01", "true", "[1.0, 1.5]", "null") or else taken as strings.
+    """
+    path = os.fspath(name_or_path)
+    shipped = path.removesuffix(".json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf8") as handle:
+            text = handle.read()
+    elif shipped in available_recipes():
+        text = resources.files("keras_deeplab").joinpath("configs", f"{shipped}.json").read_text(encoding="utf8")
+        path = f"keras_deeplab/configs/{shipped}.json"
+    else:
+        raise RecipeError(
+            f"{path}: no such recipe file, and not a shipped recipe (shipped: {', '.join(available_recipes())})"
+        )
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RecipeError(f"{path}: not valid JSON: {error}") from error
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: expected a JSON object of sections, got {type(values).__name__}")
+    for override in overrides:
+        apply_override(values, override, path)
+    return recipe_from_dict(values, path)
+
+
+def apply_override(values: dict, override: str, path: str) -> None:
+    """Set `values[section][key]` from "section.key=value" (or a top-level "key=value"), in place."""
+    key, separator, text = override.partition("=")
+    if not separator or not key:
+        raise RecipeError(f"--set {override!r}: expected section.key=value")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    *sections, field = key.split(".")
+    target = values
+    for section in sections:
+        target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise RecipeError(f"{path}: --set {key}: '{section}' is not a section")
+    target[field] = value
+
+
+def recipe_from_dict(values: dict[str, Any], path: str = "<recipe>") -> Recipe:
+    """Check every section and key of `values` (a parsed recipe) and build the Recipe."""
+    known = {"name", "description", "run_dir", "model", *SECTIONS}
+    for key in values:
+        if key not in known:
+            raise RecipeError(f"{path}: unknown key '{key}' (expected one of: {', '.join(sorted(known))})")
+    name = values.get("name", os.path.basename(path).removesuffix(".json"))
+    run_dir = values.get("run_dir", os.path.join("runs", str(name)))
+    description = values.get("description", "")
+    for key, value in (("name", name), ("run_dir", run_dir), ("description", description or "-")):
+        if not isinstance(value, str) or not value:
+            raise RecipeError(f"{path}: '{key}' must be a non-empty string, got {value!r}")
+    sections = {
+        section: _section(settings_class, values.get(section, {}), section, path)
+        for section, settings_class in SECTIONS.items()
+    }
+    recipe = Recipe(
+        name=name,
+        description=description,
+        run_dir=run_dir,
+        model=_model_section(values.get("model", {}), path),
+        source=path,
+        **sections,
+    )
+    _check_values(recipe, path)
+    return recipe
+
+
+def _model_section(model: Any, path: str) -> dict[str, Any]:
+    from keras_deeplab.model import build_model
+
+    if not isinstance(model, dict):
+        raise RecipeError(f"{path}: 'model' must be an object of build_model arguments, got {model!r}")
+    accepted = [name for name in inspect.signature(build_model).parameters if name not in MODEL_KEYS_SET_BY_TRAINING]
+    for key in model:
+        if key in MODEL_KEYS_SET_BY_TRAINING:
+            raise RecipeError(f"{path}: model.{key} is set by training itself and cannot be given in a recipe")
+        if key not in accepted:
+            raise RecipeError(f"{path}: unknown key 'model.{key}' (build_model accepts: {', '.join(accepted)})")
+    return dict(model)
+
+
+def _section(settings_class: type, values: Any, section: str, path: str):
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: '{section}' must be an object, got {values!r}")
+    hints = typing.get_type_hints(settings_class)
+    fields = [field.name for field in dataclasses.fields(settings_class)]
+    for key, value in values.items():
+        if key not in fields:
+            raise RecipeError(f"{path}: unknown key '{section}.{key}' (expected one of: {', '.join(fields)})")
+        if not _has_type(value, hints[key]):
+            raise RecipeError(f"{path}: '{section}.{key}' must be {_type_name(hints[key])}, got {value!r}")
+        choices = CHOICES.get((section, key))
+        if choices and value not in choices:
+            raise RecipeError(f"{path}: '{section}.{key}' must be one of {choices}, got {value!r}")
+    return settings_class(**values)
+
+
+def _has_type(value: Any, expected: Any) -> bool:
+    origin = typing.get_origin(expected)
+    if origin in (types.UnionType, typing.Union):
+        return any(_has_type(value, option) for option in typing.get_args(expected))
+    if origin is list:
+        (item,) = typing.get_args(expected)
+        return isinstance(value, list) and all(_has_type(entry, item) for entry in value)
+    if expected is type(None):
+        return value is None
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _type_name(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(option) for option in typing.get_args(expected))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(expected)[0])}"
+    return {type(None): "null", float: "a number", int: "an integer", bool: "true or false", str: "a string"}.get(
+        expected, expected.__name__
+    )
+
+
+def _check_values(recipe: Recipe, path: str) -> None:
+    from keras_deeplab.model import build_model
+
+    positive = {
+        "train.steps": recipe.train.steps,
+        "train.global_batch_size": recipe.train.global_batch_size,
+        "train.learning_rate": recipe.train.learning_rate,
+        "data.crop_size": recipe.data.crop_size,
+        "data.min_scale": recipe.data.min_scale,
+        "checkpoint.every_steps": recipe.checkpoint.every_steps,
+        "checkpoint.keep": recipe.checkpoint.keep,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise RecipeError(f"{path}: '{key}' must be positive, got {value}")
+    if recipe.data.max_scale < recipe.data.min_scale:
+        raise RecipeError(f"{path}: 'data.max_scale' ({recipe.data.max_scale}) is below 'data.min_scale'")
+    if not 0.0 < recipe.train.hard_pixel_fraction <= 1.0:
+        raise RecipeError(
+            f"{path}: 'train.hard_pixel_fraction' must be in (0, 1], got {recipe.train.hard_pixel_fraction}"
+        )
+    if not recipe.eval.scales or min(recipe.eval.scales) <= 0:
+        raise RecipeError(f"{path}: 'eval.scales' must be a non-empty list of positive numbers")
+    if recipe.eval.output_stride is not None and recipe.eval.output_stride not in constants.OUTPUT_STRIDES:
+        raise RecipeError(f"{path}: 'eval.output_stride' must be one of {constants.OUTPUT_STRIDES} or null")
+    num_classes = recipe.model.get("num_classes", inspect.signature(build_model).parameters["num_classes"].default)
+    if recipe.train.class_weights is not None and len(recipe.train.class_weights) != num_classes:
+        raise RecipeError(
+            f"{path}: 'train.class_weights' has {len(recipe.train.class_weights)} entries for {num_classes} classes"
+        )
