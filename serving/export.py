@@ -1,0 +1,247 @@
+"""`keras-deeplab export`: a trained model as a SavedModel in the folder layout TF Serving loads.
+
+`export/deeplab/1/` holds one version. Its signatures:
+
+- `serving_default`: `image_bytes` string (B,): encoded images (JPEG, PNG, GIF, BMP), each of its own size.
+- `serving_images`: `images` float32 (B, H, W, 3): RGB pixels in [0, 255], one size for the batch.
+
+Both return, for every image, `class_map` int32 (B, H_max, W_max): the argmax class ids at the image's own
+size, padded on the bottom and right with the ignore label up to the largest image of the batch; `height`
+and `width` int32 (B,): each image's size, so `class_map[i, :height[i], :width[i]]` is image i's map (TF
+Serving's batching concatenates requests, so even a one-image request may come back padded);
+`class_map_png_bytes` string (B,): each class map cut to its image's size as a grayscale PNG whose pixel
+values are the class ids (TF Serving's REST API returns it base64-encoded, as it does every output whose name
+ends in `_bytes`); with `scores`, also `scores` float32 (B, H_max, W_max, C): the softmax probabilities
+(0 in the padding). The object also keeps `logits(images)` (not a signature), which `keras-deeplab predict`
+uses for multi-scale inference.
+
+Preprocessing in the graph is the training pipeline's: decode to RGB uint8 and cast to float32; the model
+normalises pixels itself. Images of one size run as one batch; a batch of several sizes runs image by image,
+so every class map equals what the Keras model gives for that image alone (padding never leaks into a
+prediction). The SavedModel is written with `tf.saved_model.save` of a `tf.Module`, which stores every
+variable once (about 4 bytes per parameter), where Keras' `model.export()` stores them twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_deeplab import constants
+
+SERVING_SIGNATURE = "serving_default"
+IMAGES_SIGNATURE = "serving_images"
+IMAGE_BYTES_INPUT = "image_bytes"
+IMAGES_INPUT = "images"
+CLASS_MAP_OUTPUT = "class_map"
+CLASS_MAP_PNG_OUTPUT = "class_map_png_bytes"
+HEIGHT_OUTPUT = "height"
+WIDTH_OUTPUT = "width"
+SCORES_OUTPUT = "scores"
+# Largest image the graph accepts, height x width: 16 times a 1024 x 1024 photo would need tens of GB of
+# activations in the paper's ResNet-101; `keras-deeplab serve` checks the same limit before decoding.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+VERSION_PATTERN = re.compile(r"^[0-9]+$")
+
+
+class DeepLabServing(tf.Module):
+    """The exported object: the model plus the signatures described in the module docstring."""
+
+    def __init__(self, model: keras.Model, scores: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        super().__init__(name="deeplab_serving")
+        self.model = model
+        self.num_classes = int(model.output.shape[-1])
+        self.with_scores = bool(scores)
+        self.max_pixels = int(max_pixels)
+        self._png_dtype = tf.uint8 if self.num_classes <= 256 else tf.uint16
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name=IMAGES_INPUT)])
+    def logits(self, images: tf.Tensor) -> tf.Tensor:
+        """RGB [0, 255] float32 (B, H, W, 3) -> logits float32 (B, H, W, C)."""
+        return tf.cast(self.model(images, training=False), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)])
+    def predict_encoded(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Encoded images (B,) -> the outputs described in the module docstring."""
+        count = tf.shape(image_bytes)[0]
+        images = tf.TensorArray(tf.uint8, size=count, infer_shape=False, element_shape=[None, None, 3])
+        sizes = tf.TensorArray(tf.int32, size=count, element_shape=[2])
+        for index in tf.range(count):
+            image = self._decode(image_bytes[index])
+            images = images.write(index, image)
+            sizes = sizes.write(index, tf.shape(image)[:2])
+        sizes = sizes.stack()
+        same_size = tf.reduce_all(tf.equal(sizes, sizes[:1]))
+        results = tf.cond(
+            same_size,
+            lambda: self._predict_batch(tf.cast(images.stack(), tf.float32)),
+            lambda: self._predict_each(images, sizes),
+        )
+        return self._outputs(results, sizes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name=IMAGES_INPUT)])
+    def predict_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """RGB [0, 255] float32 (B, H, W, 3) -> the outputs described in the module docstring."""
+        shape = tf.shape(images)
+        with tf.control_dependencies([self._check_pixels(shape[1], shape[2])]):
+            results = self._predict_batch(images)
+        return self._outputs(results, tf.tile(shape[1:3][tf.newaxis], [shape[0], 1]))
+
+    def _decode(self, encoded: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image = tf.ensure_shape(image, [None, None, 3])
+        with tf.control_dependencies([self._check_pixels(tf.shape(image)[0], tf.shape(image)[1])]):
+            return tf.identity(image)
+
+    def _check_pixels(self, height: tf.Tensor, width: tf.Tensor) -> tf.Operation:
+        return tf.debugging.assert_less_equal(
+            tf.cast(height, tf.int64) * tf.cast(width, tf.int64),
+            tf.constant(self.max_pixels, tf.int64),
+            message=f"image has more pixels than the {self.max_pixels} this model was exported to accept",
+        )
+
+    def _predict_batch(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = self.logits(images)
+        results = {CLASS_MAP_OUTPUT: tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        if self.with_scores:
+            results[SCORES_OUTPUT] = tf.nn.softmax(logits, axis=-1)
+        return results
+
+    def _predict_each(self, images: tf.TensorArray, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        count = tf.shape(sizes)[0]
+        largest = tf.reduce_max(sizes, axis=0)
+        class_maps = tf.TensorArray(tf.int32, size=count, element_shape=[None, None])
+        scores = tf.TensorArray(tf.float32, size=count, element_shape=[None, None, self.num_classes])
+        for index in tf.range(count):
+            results = self._predict_batch(tf.cast(images.read(index), tf.float32)[tf.newaxis])
+            padding = [[0, largest[0] - sizes[index, 0]], [0, largest[1] - sizes[index, 1]]]
+            class_map = tf.pad(results[CLASS_MAP_OUTPUT][0], padding, constant_values=constants.IGNORE_LABEL)
+            class_maps = class_maps.write(index, class_map)
+            if self.with_scores:
+                scores = scores.write(index, tf.pad(results[SCORES_OUTPUT][0], [*padding, [0, 0]]))
+        if self.with_scores:
+            return {CLASS_MAP_OUTPUT: class_maps.stack(), SCORES_OUTPUT: scores.stack()}
+        return {CLASS_MAP_OUTPUT: class_maps.stack()}
+
+    def _outputs(self, results: dict[str, tf.Tensor], sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        class_map = results[CLASS_MAP_OUTPUT]
+
+        def encode_png(index):
+            cut = class_map[index, : sizes[index, 0], : sizes[index, 1]]
+            return tf.io.encode_png(tf.cast(cut, self._png_dtype)[..., tf.newaxis])
+
+        pngs = tf.map_fn(encode_png, tf.range(tf.shape(sizes)[0]), fn_output_signature=tf.string)
+        return {**results, HEIGHT_OUTPUT: sizes[:, 0], WIDTH_OUTPUT: sizes[:, 1], CLASS_MAP_PNG_OUTPUT: pngs}
+
+
+def tf_error_message(error: tf.errors.OpError) -> str:
+    """The useful text of a TensorFlow runtime error, without graph-node names and stack-trace noise."""
+    skip = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[")
+    lines = [re.sub(r"\{\{[^}]*\}\}|\[Op:\w+\]", "", line).strip() for line in error.message.splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith(skip)) or error.message
+
+
+def load_keras_model(path: str | os.PathLike) -> keras.Model:
+    """A `.keras` file, loaded without its optimizer; a clear error when it is missing or not a model."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a Keras model file ending in .keras")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a damaged archive
+        raise ValueError(f"{path}: not a readable Keras model file ({type(error).__name__}: {error})") from error
+
+
+def model_versions(base_path: str | os.PathLike) -> list[int]:
+    """The version numbers under `base_path` (sub-folders named by digits only, as TF Serving reads them)."""
+    base_path = os.fspath(base_path)
+    if not os.path.isdir(base_path):
+        return []
+    return sorted(int(name) for name in os.listdir(base_path) if VERSION_PATTERN.match(name))
+
+
+def export_saved_model(
+    model: keras.Model,
+    base_path: str | os.PathLike,
+    version: int | None = None,
+    *,
+    output_stride: int | None = None,
+    scores: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> str:
+    """Write `model` as `base_path/<version>/` (default: one above the highest there, or 1); return that path.
+
+    `output_stride` rebuilds the model at another stride first (same weights, e.g. 8 for evaluation quality).
+    The version is written under a temporary name and renamed when complete, so TF Serving, which watches the
+    folder, never loads half a model. An existing version is never overwritten.
+    """
+    base_path = os.fspath(base_path)
+    if version is None:
+        version = max(model_versions(base_path), default=0) + 1
+    if version < 0:
+        raise ValueError(f"version must be a non-negative integer, got {version}")
+    target = os.path.join(base_path, str(version))
+    if os.path.exists(target):
+        raise FileExistsError(f"{target}: version {version} already exists; pass another --version")
+    if output_stride is not None:
+        model = model.with_output_stride(output_stride)
+    module = DeepLabServing(model, scores=scores, max_pixels=max_pixels)
+    signatures = {
+        SERVING_SIGNATURE: module.predict_encoded.get_concrete_function(),
+        IMAGES_SIGNATURE: module.predict_images.get_concrete_function(),
+    }
+    os.makedirs(base_path, exist_ok=True)
+    temporary = tempfile.mkdtemp(dir=base_path, prefix=f".tmp-{version}-")
+    try:
+        tf.saved_model.save(module, temporary, signatures=signatures)
+        os.rename(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return target
+
+
+def folder_bytes(path: str | os.PathLike) -> int:
+    """Total size in bytes of the files under `path`."""
+    return sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("export", help="write a .keras model as a SavedModel for TF Serving")
+    parser.add_argument("--model", required=True, help="trained model file (.keras)")
+    parser.add_argument("--out", required=True, help="model base path; the version is a sub-folder")
+    parser.add_argument("--version", type=int, help="version number (default: one above the highest there)")
+    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="rebuild at this stride")
+    parser.add_argument("--scores", action="store_true", help="also return the class probabilities")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest height x width accepted")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        model = load_keras_model(args.model)
+        path = export_saved_model(
+            model,
+            args.out,
+            args.version,
+            output_stride=args.output_stride,
+            scores=args.scores,
+            max_pixels=args.max_pixels,
+        )
+    except (OSError, ValueError) as error:
+        print(f"error: {error}")
+        return 1
+    size = folder_bytes(path)
+    variables = folder_bytes(os.path.join(path, "variables"))
+    parameters = model.count_params()
+    print(f"wrote {path}: {size / 1e6:.1f} MB ({variables / parameters:.2f} bytes per parameter in variables/)")
+    print(f"signatures: {SERVING_SIGNATURE} (encoded images), {IMAGES_SIGNATURE} (float32 pixels)")
+    return 0

@@ -1,0 +1,434 @@
+"""`keras-deeplab serve`: a SavedModel over the subset of TF Serving's REST API that DeepLab clients use.
+
+Where TF Serving (the `Dockerfile`) cannot run, this serves the same export folder over the same API:
+
+- `POST /v1/models/{name}[/versions/{v}]:predict`: `{"signature_name": ..., "instances": [...]}` (row format)
+  or `{"inputs": ...}` (columnar); `{"b64": ...}` strings in; outputs named `*_bytes` returned as `{"b64": ...}`;
+  answers `{"predictions": [...]}` or `{"outputs": ...}`.
+- `GET /v1/models/{name}[/versions/{v}]`: version status; `GET /v1/models/{name}[/versions/{v}]/metadata`:
+  the signature definitions.
+- Errors: `{"error": "..."}` with TF Serving's HTTP status for the error's kind (400 bad argument, 404 unknown
+  model or version, 413 body too large, 500 internal).
+
+It binds 127.0.0.1 unless told otherwise, refuses bodies over a size limit and images over a pixel limit
+(read from the image header, before decoding), serves requests on threads, and a bad request never stops it.
+Request parsing and answers are in `RestApi.handle`, testable without a socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import json
+import os
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from PIL import Image
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving.export import DEFAULT_MAX_PIXELS, SERVING_SIGNATURE, model_versions, tf_error_message
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8501  # TF Serving's REST port
+DEFAULT_MAX_BODY_BYTES = 64 * 2**20
+DEFAULT_MAX_CONCURRENT = 4  # predictions running at once; more requests wait for a slot
+BYTES_SUFFIX = "_bytes"
+BASE64_KEY = "b64"
+PREDICT_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+))?:(classify|regress|predict)")
+STATUS_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata)?")
+# TF Serving's mapping of TensorFlow error codes to HTTP statuses (model_servers/http_server.cc).
+HTTP_STATUS = {
+    tf.errors.CANCELLED: 499,
+    tf.errors.INVALID_ARGUMENT: 400,
+    tf.errors.DEADLINE_EXCEEDED: 504,
+    tf.errors.NOT_FOUND: 404,
+    tf.errors.ALREADY_EXISTS: 409,
+    tf.errors.PERMISSION_DENIED: 403,
+    tf.errors.RESOURCE_EXHAUSTED: 429,
+    tf.errors.FAILED_PRECONDITION: 400,
+    tf.errors.ABORTED: 409,
+    tf.errors.OUT_OF_RANGE: 400,
+    tf.errors.UNIMPLEMENTED: 501,
+    tf.errors.UNAVAILABLE: 503,
+    tf.errors.UNAUTHENTICATED: 401,
+}
+
+
+class RestError(Exception):
+    """An answer other than 200: HTTP `status` and the message of the `{"error": ...}` body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ServedVersion:
+    """One loaded version of a SavedModel: its signature functions and its SignatureDefs (for metadata)."""
+
+    def __init__(self, path: str, version: int) -> None:
+        self.path = path
+        self.version = version
+        self.loaded = tf.saved_model.load(path)
+        saved_model = saved_model_pb2.SavedModel()
+        with open(os.path.join(path, "saved_model.pb"), "rb") as file:
+            saved_model.ParseFromString(file.read())
+        self.signature_defs = saved_model.meta_graphs[0].signature_def
+
+    def signature(self, name: str) -> Callable[..., dict[str, tf.Tensor]]:
+        function = self.loaded.signatures.get(name or SERVING_SIGNATURE)
+        if function is None:
+            raise RestError(400, f'Serving signature name: "{name}" not found in signature def')
+        return function
+
+    def metadata(self) -> dict[str, Any]:
+        signature_defs = {
+            name: json_format.MessageToDict(
+                signature_def, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            for name, signature_def in self.signature_defs.items()
+        }
+        return {"signature_def": {"signature_def": signature_defs}}
+
+
+class RestApi:
+    """TF Serving's REST API subset over the versions of one SavedModel base path."""
+
+    def __init__(
+        self,
+        base_path: str | os.PathLike,
+        name: str | None = None,
+        *,
+        num_versions: int = 1,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    ) -> None:
+        """Load the `num_versions` highest versions under `base_path` (TF Serving's default policy: 1)."""
+        base_path = os.fspath(base_path)
+        versions = model_versions(base_path)
+        if not versions:
+            raise FileNotFoundError(f"{base_path}: no version folders (1/, 2/, ...) with a SavedModel")
+        self.name = name or os.path.basename(os.path.normpath(base_path))
+        self.versions = {
+            version: ServedVersion(os.path.join(base_path, str(version)), version)
+            for version in versions[-num_versions:]
+        }
+        self.max_pixels = max_pixels
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer one request: (HTTP status, JSON object). Never raises for a bad request."""
+        try:
+            return 200, self._route(method, path, body)
+        except RestError as error:
+            return error.status, {"error": error.message}
+        except tf.errors.OpError as error:
+            return HTTP_STATUS.get(error.error_code, 500), {"error": tf_error_message(error)}
+        except Exception as error:  # the server must keep answering whatever a request does
+            return 500, {"error": f"{type(error).__name__}: {error}"}
+
+    def _route(self, method: str, path: str, body: bytes) -> dict[str, Any]:
+        path = path.split("?", 1)[0]
+        if not path.lower().startswith("/v1/"):
+            raise RestError(404, f"Not found: {method} {path}")
+        match = PREDICT_PATH.fullmatch(path)
+        if method == "POST" and match:
+            name, version, verb = match.groups()
+            if verb.lower() != "predict":
+                raise RestError(501, f"{verb} is not served by keras-deeplab serve; use :predict")
+            return self._predict(self._version(name, version), body)
+        match = STATUS_PATH.fullmatch(path)
+        if method == "GET" and match:
+            name, version, metadata = match.groups()
+            if metadata:
+                served = self._version(name, version)
+                spec = {"name": self.name, "signature_name": "", "version": str(served.version)}
+                return {"model_spec": spec, "metadata": served.metadata()}
+            return {"model_version_status": self._status(name, version)}
+        raise RestError(400, f"Malformed request: {method} {path}")
+
+    def _version(self, name: str, version: str | None) -> ServedVersion:
+        if name == self.name:
+            served = self.versions.get(int(version)) if version else self.versions[max(self.versions)]
+            if served is not None:
+                return served
+        spec = f"Specific({name}, {version})" if version else f"Latest({name})"
+        raise RestError(404, f"Servable not found for request: {spec}")
+
+    def _status(self, name: str, version: str | None) -> list[dict[str, Any]]:
+        if name != self.name:
+            raise RestError(404, f"Could not find any versions of model {name}")
+        if version and int(version) not in self.versions:
+            raise RestError(404, f"Could not find version {version} of model {name}")
+        versions = [int(version)] if version else sorted(self.versions)
+        ok = {"error_code": "OK", "error_message": ""}
+        return [{"version": str(number), "state": "AVAILABLE", "status": ok} for number in versions]
+
+    def _predict(self, served: ServedVersion, body: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RestError(400, f"JSON Parse error: {error}") from error
+        if not isinstance(request, dict):
+            raise RestError(400, "JSON Value: request body Is not object")
+        signature_name = request.get("signature_name", "")
+        if not isinstance(signature_name, str):
+            raise RestError(400, "'signature_name' key must be a string value.")
+        function = served.signature(signature_name)
+        specs = function.structured_input_signature[1]
+        row_format = "instances" in request
+        if row_format and "inputs" in request:
+            raise RestError(400, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist")
+        if not row_format and "inputs" not in request:
+            raise RestError(400, "Missing 'inputs' or 'instances' key")
+        if row_format:
+            arrays = _instances_to_arrays(request["instances"], specs)
+        else:
+            arrays = _inputs_to_arrays(request["inputs"], specs)
+        for name, array in arrays.items():
+            if specs[name].dtype == tf.string:
+                for value in array.reshape(-1):
+                    _check_image_size(value, self.max_pixels)
+        tensors = {}
+        for name, array in arrays.items():
+            try:
+                tensors[name] = tf.constant(array, dtype=specs[name].dtype)
+            except (TypeError, ValueError) as error:
+                raise RestError(400, f"input {name}: not a {specs[name].dtype.name} tensor ({error})") from error
+            if not specs[name].shape.is_compatible_with(tensors[name].shape):
+                raise RestError(400, f"input {name}: shape {tensors[name].shape} does not match {specs[name].shape}")
+        with self._slots:
+            outputs = {name: tensor.numpy() for name, tensor in function(**tensors).items()}
+        return _outputs_to_json(outputs, row_format)
+
+
+def _json_to_array(value: Any, dtype: tf.DType, where: str) -> np.ndarray:
+    """A JSON value (nested lists; `{"b64": ...}` for bytes) -> a dense array of `dtype` (strings: bytes)."""
+    shape = []
+    probe = value
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    leaves: list[Any] = []
+
+    def collect(item: Any, level: int) -> None:
+        if level < len(shape):
+            if not isinstance(item, list) or len(item) != shape[level]:
+                raise RestError(400, f"{where}: list at level {level} has not the expected size {shape[level]}")
+            for element in item:
+                collect(element, level + 1)
+        elif isinstance(item, list):
+            raise RestError(400, f"{where}: encountered list at unexpected level {level}")
+        else:
+            leaves.append(_json_leaf(item, dtype, where))
+
+    collect(value, 0)
+    if dtype == tf.string:
+        array = np.empty(len(leaves), dtype=object)
+        array[:] = leaves
+        return array.reshape(shape)
+    return np.asarray(leaves, dtype=dtype.as_numpy_dtype).reshape(shape)
+
+
+def _json_leaf(item: Any, dtype: tf.DType, where: str) -> Any:
+    if isinstance(item, dict):
+        if dtype != tf.string or set(item) != {BASE64_KEY} or not isinstance(item[BASE64_KEY], str):
+            raise RestError(400, f"{where}: JSON object {str(item)[:80]} is not a {BASE64_KEY!r} value for a string")
+        try:
+            return base64.b64decode(item[BASE64_KEY], validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise RestError(400, f"{where}: Unable to base64 decode ({error})") from error
+    if dtype == tf.string:
+        if not isinstance(item, str):
+            raise RestError(400, f"{where}: JSON Value: {item!r} is not of expected type: DT_STRING")
+        return item.encode("utf-8")
+    if dtype == tf.bool:
+        if not isinstance(item, bool):
+            raise RestError(400, f"{where}: JSON Value: {item!r} is not of expected type: DT_BOOL")
+        return item
+    if isinstance(item, bool) or not isinstance(item, (int, float)):
+        raise RestError(400, f"{where}: JSON Value: {item!r} is not of expected type: {dtype.name}")
+    if dtype.is_integer and not isinstance(item, int):
+        raise RestError(400, f"{where}: JSON Value: {item!r} is not of expected type: {dtype.name}")
+    return item
+
+
+def _is_base64_object(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {BASE64_KEY}
+
+
+def _instances_to_arrays(instances: Any, specs: dict[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+    """Row format: one element per batch item; objects keyed by input name, or plain values for one input."""
+    if not isinstance(instances, list):
+        raise RestError(400, "Expecting 'instances' to be an list/array")
+    if not instances:
+        raise RestError(400, "No values in 'instances' array")
+    named = isinstance(instances[0], dict) and not _is_base64_object(instances[0])
+    if not named and len(specs) > 1:
+        raise RestError(400, f"instances is a plain list, but expecting objects with keys {sorted(specs)}")
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in specs}
+    for index, instance in enumerate(instances):
+        if named != (isinstance(instance, dict) and not _is_base64_object(instance)):
+            raise RestError(400, f"item {index} of 'instances' is not like item 0 (all objects or all values)")
+        if named:
+            if set(instance) != set(specs):
+                raise RestError(400, f"item {index} of 'instances': keys must be equal to: {','.join(sorted(specs))}")
+            values = instance
+        else:
+            values = {next(iter(specs)): instance}
+        for name, value in values.items():
+            rows[name].append(_json_to_array(value, specs[name].dtype, f"item {index} of 'instances', input {name}"))
+    arrays = {}
+    for name, items in rows.items():
+        if any(item.shape != items[0].shape for item in items):
+            shapes = sorted({item.shape for item in items})
+            raise RestError(400, f"input {name}: instances have different shapes {shapes}; all must be alike")
+        arrays[name] = np.stack(items)
+    return arrays
+
+
+def _inputs_to_arrays(inputs: Any, specs: dict[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+    """Columnar format: one value for a single input, or an object of input name -> value."""
+    if not isinstance(inputs, dict) or _is_base64_object(inputs):
+        if len(specs) > 1:
+            raise RestError(400, f"inputs is a plain value/list, but expecting an object with keys {sorted(specs)}")
+        name = next(iter(specs))
+        return {name: _json_to_array(inputs, specs[name].dtype, f"'inputs', input {name}")}
+    missing = sorted(set(specs) - set(inputs))
+    if missing:
+        raise RestError(400, f"Missing named input: {missing[0]} in 'inputs' object.")
+    return {name: _json_to_array(inputs[name], spec.dtype, f"'inputs', input {name}") for name, spec in specs.items()}
+
+
+def _check_image_size(value: bytes, max_pixels: int) -> None:
+    """Refuse an image whose header says it is over `max_pixels`; other strings are left to the model."""
+    try:
+        with Image.open(io.BytesIO(value)) as picture:
+            width, height = picture.size
+    except Image.DecompressionBombError as error:
+        raise RestError(400, f"image over the pixel limit of {max_pixels}: {error}") from error
+    except Exception:  # not an image PIL knows: the model's decoder gives the error
+        return
+    if width * height > max_pixels:
+        raise RestError(400, f"image of {width}x{height} = {width * height} pixels is over the limit of {max_pixels}")
+
+
+def _value_to_json(array: np.ndarray, as_bytes: bool) -> Any:
+    if array.dtype != object:
+        return array.tolist()
+    if as_bytes:
+        encode = np.frompyfunc(lambda value: {BASE64_KEY: base64.b64encode(value).decode("ascii")}, 1, 1)
+    else:
+        encode = np.frompyfunc(lambda value: value.decode("utf-8", errors="replace"), 1, 1)
+    encoded = encode(array)
+    return encoded.tolist() if isinstance(encoded, np.ndarray) else encoded
+
+
+def _outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
+    """Row format: {"predictions": [per item]}; columnar: {"outputs": ...}; one output: its value, unnamed."""
+    converted = {name: _value_to_json(array, name.endswith(BYTES_SUFFIX)) for name, array in outputs.items()}
+    if not row_format:
+        return {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
+    sizes = {len(value) for value in converted.values()}
+    if len(sizes) != 1:
+        raise RestError(400, f"outputs have different batch sizes {sorted(sizes)}; use the columnar 'inputs' format")
+    if len(converted) == 1:
+        return {"predictions": next(iter(converted.values()))}
+    count = sizes.pop()
+    return {"predictions": [{name: value[index] for name, value in converted.items()} for index in range(count)]}
+
+
+def make_http_server(
+    api: RestApi,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    access_log: bool = True,
+    timeout_s: float = 60.0,
+) -> ThreadingHTTPServer:
+    """A threaded HTTP server answering with `api` (port 0: any free port; see `server_address`)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = timeout_s  # a client that stops sending loses its connection, not a thread forever
+
+        def do_GET(self) -> None:
+            self._answer(*api.handle("GET", self.path, b""))
+
+        def do_POST(self) -> None:
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                self.close_connection = True
+                self._answer(411, {"error": "a Content-Length header is required"})
+            elif int(length) > max_body_bytes:
+                self.close_connection = True
+                self._answer(413, {"error": f"request body of {length} bytes is over the limit of {max_body_bytes}"})
+            else:
+                self._answer(*api.handle("POST", self.path, self.rfile.read(int(length))))
+
+        def _answer(self, status: int, payload: dict[str, Any]) -> None:
+            body = json.dumps(payload).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            if access_log:
+                super().log_message(format, *args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve a SavedModel export over TF Serving's REST API")
+    parser.add_argument("base_path", help="export folder holding version sub-folders (export/deeplab)")
+    parser.add_argument("--name", help="model name in the URL (default: the folder's name)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--num-versions", type=int, default=1, help="serve the N highest versions")
+    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image, height x width")
+    parser.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT, help="predictions at once")
+    parser.add_argument("--quiet", action="store_true", help="no line per request")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    api = RestApi(
+        args.base_path,
+        args.name,
+        num_versions=args.num_versions,
+        max_pixels=args.max_pixels,
+        max_concurrent=args.max_concurrent,
+    )
+    server = make_http_server(
+        api, args.host, args.port, max_body_bytes=int(args.max_body_mb * 2**20), access_log=not args.quiet
+    )
+    host, port = server.server_address[:2]
+    url = f"http://{host}:{port}/v1/models/{api.name}"
+    print(f"serving {api.name} versions {sorted(api.versions)} at {url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
