@@ -10,7 +10,17 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("keras_deeplab.info",)
+COMMAND_MODULES = (
+    "keras_deeplab.info",
+    "keras_deeplab.training",
+    "keras_deeplab.evaluation",
+    "pipelines.commands",
+    "serving.export",
+    "serving.server",
+    "serving.client",
+    "serving.predict",
+    "serving.tflite",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,131 @@
+"""Decoding and validating one (image, mask) pair, with PIL, exactly as `numpy.array(PIL.Image.open(path))`.
+
+Every reader, the TFRecord round trip, `data check` and the tf.data pipelines (through `tf.numpy_function`)
+decode with these functions, so every path sees the same pixels and every bad file raises a `DataError` that
+names it. PIL is used for masks because `tf.io.decode_png` turns a palette PNG into its RGB colours, where
+VOC's class ids are the palette *indices*.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from keras_deeplab.constants import IGNORE_LABEL
+from pipelines.errors import DataError
+
+MASK_MODES = ("P", "L")  # 8-bit palette (indices are the ids) or 8-bit grayscale (values are the ids)
+IMAGE_MODES = ("RGB", "L", "P", "CMYK", "YCbCr", "RGBA", "LA")  # converted to RGB (alpha dropped); 16-bit refused
+INVALID = -1  # a label table entry for raw values that are neither a class nor ignored
+
+
+def label_table(num_classes: int, mapping: dict[int, int] | None = None) -> np.ndarray:
+    """A lookup table (int16, 256 entries) from raw mask values to class ids, IGNORE_LABEL or INVALID.
+
+    Without `mapping`, raw values 0..num_classes-1 and IGNORE_LABEL map to themselves (VOC, folders, TFRecords);
+    with it, exactly the listed raw values are valid and map to the given ids.
+    """
+    table = np.full(256, INVALID, np.int16)
+    if mapping is None:
+        table[:num_classes] = np.arange(num_classes)
+        table[IGNORE_LABEL] = IGNORE_LABEL
+    else:
+        for raw, label in mapping.items():
+            if not (0 <= label < num_classes or label == IGNORE_LABEL):
+                raise ValueError(f"label table maps raw value {raw} to {label}, not a class id or {IGNORE_LABEL}")
+            table[raw] = label
+    return table
+
+
+def _open(data: bytes, file: str, what: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataError(file, f"cannot decode the {what}: {error}") from error
+    return image
+
+
+def decode_image(data: bytes, file: str) -> np.ndarray:
+    """Encoded JPEG/PNG/... bytes -> uint8 (H, W, 3) RGB; `file` names them in errors."""
+    image = _open(data, file, "image")
+    if image.mode not in IMAGE_MODES:
+        raise DataError(file, f"image mode {image.mode!r} is not supported; expected one of {IMAGE_MODES}")
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_mask(data: bytes, file: str) -> np.ndarray:
+    """Encoded PNG bytes -> uint8 (H, W) raw values: palette indices for 'P' images, gray values for 'L'."""
+    mask = _open(data, file, "mask")
+    if mask.mode not in MASK_MODES:
+        raise DataError(
+            file,
+            f"mask mode is {mask.mode!r}; expected an 8-bit single-channel PNG of class ids (mode 'P' or 'L')",
+        )
+    return np.array(mask)
+
+
+def map_labels(raw: np.ndarray, table: np.ndarray, file: str) -> np.ndarray:
+    """Raw mask values -> class ids through `table` (see label_table); DataError on a value the table refuses."""
+    mapped = table[raw]
+    if (mapped == INVALID).any():
+        bad = np.unique(raw[mapped == INVALID])
+        valid = np.flatnonzero(table != INVALID)
+        raise DataError(
+            file,
+            f"mask values {bad[:10].tolist()} are neither a class nor the ignore label "
+            f"(valid raw values: {_ranges(valid)})",
+        )
+    return mapped.astype(np.uint8)
+
+
+def _ranges(values: np.ndarray) -> str:
+    """[0 1 2 3 7 255] -> '0..3, 7, 255'."""
+    parts, start = [], None
+    for index, value in enumerate(values):
+        if start is None:
+            start = value
+        if index + 1 == len(values) or values[index + 1] != value + 1:
+            parts.append(f"{start}..{value}" if value > start else f"{value}")
+            start = None
+    return ", ".join(parts)
+
+
+def decode_pair(
+    image_data: bytes, mask_data: bytes, table: np.ndarray, image_file: str, mask_file: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and validate one pair: (uint8 (H, W, 3) image, uint8 (H, W) class ids or IGNORE_LABEL)."""
+    image = decode_image(image_data, image_file)
+    raw = decode_mask(mask_data, mask_file)
+    if image.size == 0:
+        raise DataError(image_file, "image is empty (0 pixels)")
+    if raw.shape != image.shape[:2]:
+        raise DataError(
+            mask_file,
+            f"mask is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image {image_file} is "
+            f"{image.shape[1]}x{image.shape[0]}; expected the same size",
+        )
+    return image, map_labels(raw, table, mask_file)
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of `path`; DataError naming it when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise DataError(path, f"cannot read the file: {error.strerror or error}") from error
+
+
+def read_pair(image_path: str, mask_path: str, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Read, decode and validate the files of one pair (see decode_pair)."""
+    return decode_pair(read_file(image_path), read_file(mask_path), table, image_path, mask_path)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """uint8 (H, W) or (H, W, 3) -> PNG bytes (lossless; masks as 8-bit grayscale)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()

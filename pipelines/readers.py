@@ -1,0 +1,188 @@
+"""Readers of the dataset layouts found on disk; each returns a FilePairSource of one split.
+
+- PASCAL VOC 2012: `JPEGImages/*.jpg`, `SegmentationClass/*.png` (palette PNGs whose indices are the ids),
+  `ImageSets/Segmentation/{split}.txt`.
+- SBD-augmented VOC ("voc_aug", the paper's 10,582 training images): `SegmentationClassAug/*.png` grayscale,
+  listed in `ImageSets/Segmentation/train_aug.txt` (one name per line, or "image-path mask-path" pairs).
+- Cityscapes: `leftImg8bit/{split}/{city}/*_leftImg8bit.png` with `gtFine/{split}/{city}/*_gtFine_labelIds.png`,
+  labelIds mapped to the 19 train ids, everything else IGNORE_LABEL.
+- ADE20K SceneParsing: `images/{training,validation}/*.jpg`, `annotations/.../*.png`: 0 -> ignored, 1..150 -> 0..149.
+- A folder: `images/*.{jpg,jpeg,png,bmp}`, `masks/<same name>.png`, `classes.txt` (one class name per line,
+  line i = class id i); split "all" is every image, another split reads the names in `{split}.txt`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from keras_deeplab import constants
+from pipelines.decode import label_table
+from pipelines.errors import DataError
+from pipelines.source import FilePairSource
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _read_list(path: str, what: str) -> list[str]:
+    """Non-empty stripped lines of a list file; DataError naming it when it is missing."""
+    if not os.path.isfile(path):
+        folder = os.path.dirname(path)
+        listed = os.listdir(folder) if os.path.isdir(folder) else []
+        available = sorted(name[:-4] for name in listed if name.endswith(".txt"))
+        raise DataError(path, f"{what} is missing (lists found there: {', '.join(available) or 'none'})")
+    with open(path, encoding="utf-8") as file:
+        return [line.strip() for line in file if line.strip()]
+
+
+def _require_dir(path: str, what: str) -> str:
+    if not os.path.isdir(path):
+        raise DataError(path, f"{what} folder is missing")
+    return path
+
+
+def _voc_root(root: str) -> str:
+    """`root` itself, or `root/VOCdevkit/VOC2012` / `root/VOC2012` when the user points above it."""
+    for candidate in (root, os.path.join(root, "VOCdevkit", "VOC2012"), os.path.join(root, "VOC2012")):
+        if os.path.isdir(os.path.join(candidate, "JPEGImages")):
+            return candidate
+    raise DataError(root, "not a PASCAL VOC 2012 folder: no JPEGImages/ (nor VOCdevkit/VOC2012/JPEGImages/)")
+
+
+def open_voc(root: str, split: str = "train", skip_bad: bool = False) -> FilePairSource:
+    """PASCAL VOC 2012 segmentation, split train / val / trainval."""
+    root = _voc_root(root)
+    list_path = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
+    pairs = [
+        (os.path.join(root, "JPEGImages", f"{name}.jpg"), os.path.join(root, "SegmentationClass", f"{name}.png"), name)
+        for name in _read_list(list_path, "split list")
+    ]
+    return FilePairSource(
+        f"voc/{split}",
+        pairs,
+        num_classes=constants.VOC_NUM_CLASSES,
+        class_names=constants.VOC_CLASS_NAMES,
+        skip_bad=skip_bad,
+        listed_in=list_path,
+    )
+
+
+def open_voc_aug(root: str, split: str = "train_aug", skip_bad: bool = False) -> FilePairSource:
+    """VOC 2012 with SBD's extra masks (`SegmentationClassAug/`), split train_aug (or any list beside it)."""
+    root = _voc_root(root)
+    list_path = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
+    pairs = []
+    for line in _read_list(list_path, "split list"):
+        fields = line.split()
+        if len(fields) == 2:  # "/JPEGImages/x.jpg /SegmentationClassAug/x.png", relative to root
+            image_path, mask_path = (os.path.join(root, field.lstrip("/")) for field in fields)
+            name = os.path.splitext(os.path.basename(image_path))[0]
+        elif len(fields) == 1:
+            name = fields[0]
+            image_path = os.path.join(root, "JPEGImages", f"{name}.jpg")
+            mask_path = os.path.join(root, "SegmentationClassAug", f"{name}.png")
+        else:
+            raise DataError(list_path, f"line {line!r}: expected a name or 'image-path mask-path'")
+        pairs.append((image_path, mask_path, name))
+    return FilePairSource(
+        f"voc_aug/{split}",
+        pairs,
+        num_classes=constants.VOC_NUM_CLASSES,
+        class_names=constants.VOC_CLASS_NAMES,
+        skip_bad=skip_bad,
+        listed_in=list_path,
+    )
+
+
+def open_cityscapes(root: str, split: str = "train", skip_bad: bool = False) -> FilePairSource:
+    """Cityscapes fine annotations, split train / val / test, masks in the 19 train ids."""
+    image_root = _require_dir(os.path.join(root, "leftImg8bit", split), "Cityscapes image")
+    suffix = "_leftImg8bit.png"
+    pairs = []
+    for image_path in sorted(glob.glob(os.path.join(image_root, "*", f"*{suffix}"))):
+        city = os.path.basename(os.path.dirname(image_path))
+        name = os.path.basename(image_path)[: -len(suffix)]
+        mask_path = os.path.join(root, "gtFine", split, city, f"{name}_gtFine_labelIds.png")
+        pairs.append((image_path, mask_path, name))
+    if not pairs:
+        raise DataError(image_root, f"no */*{suffix} images found")
+    mapping = {label_id: constants.IGNORE_LABEL for label_id in range(constants.CITYSCAPES_MAX_LABEL_ID + 1)}
+    mapping.update(constants.CITYSCAPES_LABEL_ID_TO_TRAIN_ID)
+    return FilePairSource(
+        f"cityscapes/{split}",
+        pairs,
+        num_classes=constants.CITYSCAPES_NUM_CLASSES,
+        class_names=constants.CITYSCAPES_CLASS_NAMES,
+        table=label_table(constants.CITYSCAPES_NUM_CLASSES, mapping),
+        skip_bad=skip_bad,
+    )
+
+
+ADE20K_SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
+
+
+def ade20k_table():
+    """ADE20K annotation values -> class ids: 0 ("other") ignored, 1..150 -> 0..149."""
+    mapping = {value: value - 1 for value in range(1, constants.ADE20K_NUM_CLASSES + 1)}
+    mapping[0] = constants.IGNORE_LABEL
+    return label_table(constants.ADE20K_NUM_CLASSES, mapping)
+
+
+def open_ade20k(root: str, split: str = "training", skip_bad: bool = False) -> FilePairSource:
+    """ADE20K SceneParsing (ADEChallengeData2016), split training / validation (or train / val)."""
+    if split not in ADE20K_SPLITS:
+        raise ValueError(f"ADE20K split must be one of {sorted(ADE20K_SPLITS)}, got {split!r}")
+    if not os.path.isdir(os.path.join(root, "images")) and os.path.isdir(os.path.join(root, "ADEChallengeData2016")):
+        root = os.path.join(root, "ADEChallengeData2016")
+    folder = ADE20K_SPLITS[split]
+    image_root = _require_dir(os.path.join(root, "images", folder), "ADE20K image")
+    pairs = [
+        (path, os.path.join(root, "annotations", folder, f"{name}.png"), name)
+        for path in sorted(glob.glob(os.path.join(image_root, "*.jpg")))
+        for name in [os.path.splitext(os.path.basename(path))[0]]
+    ]
+    if not pairs:
+        raise DataError(image_root, "no *.jpg images found")
+    return FilePairSource(
+        f"ade20k/{folder}",
+        pairs,
+        num_classes=constants.ADE20K_NUM_CLASSES,
+        class_names=constants.ADE20K_CLASS_NAMES,
+        table=ade20k_table(),
+        skip_bad=skip_bad,
+    )
+
+
+def open_folder(root: str, split: str = "all", skip_bad: bool = False) -> FilePairSource:
+    """A plain folder: images/, masks/ (PNG, same name), classes.txt; split "all" or the names in {split}.txt."""
+    class_names = _read_list(os.path.join(root, "classes.txt"), "class list (one class name per line)")
+    if not 1 <= len(class_names) < constants.IGNORE_LABEL:
+        raise DataError(os.path.join(root, "classes.txt"), f"expected 1..254 class names, found {len(class_names)}")
+    image_root = _require_dir(os.path.join(root, "images"), "image")
+    images: dict[str, str] = {}
+    for file_name in sorted(os.listdir(image_root)):
+        name, extension = os.path.splitext(file_name)
+        if extension.lower() in IMAGE_EXTENSIONS:
+            if name in images:
+                raise DataError(os.path.join(image_root, file_name), f"a second image named {name!r}")
+            images[name] = os.path.join(image_root, file_name)
+    list_path = None
+    if split == "all":
+        names = list(images)
+    else:
+        list_path = os.path.join(root, f"{split}.txt")
+        names = _read_list(list_path, "split list")
+    pairs = [
+        (images.get(name, os.path.join(image_root, f"{name}.jpg")), os.path.join(root, "masks", f"{name}.png"), name)
+        for name in names
+    ]
+    if not pairs:
+        raise DataError(image_root, f"no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    return FilePairSource(
+        f"folder/{split}",
+        pairs,
+        num_classes=len(class_names),
+        class_names=class_names,
+        skip_bad=skip_bad,
+        listed_in=list_path,
+    )

@@ -1,0 +1,203 @@
+"""TFRecord shards of tf.Example: the writer (`write_tfrecords`) and the reader (`TFRecordSource`).
+
+A split `S` written to `OUT` is `OUT/S-00000-of-0000N.tfrecord` ... plus `OUT/S.json` (classes, counts, shards).
+The feature keys are those of the official DeepLab `build_voc2012_data.py`, so its shards read here too (give
+`num_classes` when they have no .json). Images keep their encoded bytes (a JPEG stays the same JPEG); masks
+are 8-bit grayscale PNGs of the class ids, so the round trip is lossless. Every file is written under a
+temporary name and renamed once complete.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines.decode import decode_pair, encode_png, label_table
+from pipelines.errors import DataError
+from pipelines.source import Example, SegmentationSource
+
+IMAGE_KEY = "image/encoded"
+IMAGE_FORMAT_KEY = "image/format"
+NAME_KEY = "image/filename"
+HEIGHT_KEY = "image/height"
+WIDTH_KEY = "image/width"
+CHANNELS_KEY = "image/channels"
+MASK_KEY = "image/segmentation/class/encoded"
+MASK_FORMAT_KEY = "image/segmentation/class/format"
+METADATA_FORMAT = "keras_deeplab.tfrecord"
+MAX_OPEN_SHARDS = 16  # shards read at once by records()
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def shard_path(out_dir: str, split: str, shard: int, shards: int) -> str:
+    return os.path.join(out_dir, f"{split}-{shard:05d}-of-{shards:05d}.tfrecord")
+
+
+def _write_json(path: str, value: Any) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(value, file, indent=2)
+        file.write("\n")
+    os.replace(temporary, path)
+
+
+def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, split: str | None = None) -> dict:
+    """Write every example of `source` to `shards` TFRecord files in `out_dir` (round-robin), then `{split}.json`.
+
+    `split` defaults to the source's split (the part of its name after '/'). Returns the metadata written.
+    Bad pairs raise a DataError naming the file before any shard is renamed into place, unless the source was
+    opened with skip_bad (they are then listed in the metadata's "skipped").
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    split = split or source.name.rsplit("/", 1)[-1]
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [shard_path(out_dir, split, shard, shards) for shard in range(shards)]
+    temporaries = [f"{path}.tmp-{os.getpid()}" for path in paths]
+    counts = [0] * shards
+    writers = [tf.io.TFRecordWriter(path) for path in temporaries]
+    try:
+        for index, example in enumerate(source.encoded_examples()):
+            height, width = example.mask.shape
+            features = {
+                IMAGE_KEY: _bytes(example.image_data),
+                IMAGE_FORMAT_KEY: _bytes(example.image_format.encode()),
+                NAME_KEY: _bytes(example.name.encode()),
+                HEIGHT_KEY: _int(height),
+                WIDTH_KEY: _int(width),
+                CHANNELS_KEY: _int(3),
+                MASK_KEY: _bytes(encode_png(example.mask)),
+                MASK_FORMAT_KEY: _bytes(b"png"),
+            }
+            record = tf.train.Example(features=tf.train.Features(feature=features))
+            writers[index % shards].write(record.SerializeToString())
+            counts[index % shards] += 1
+    except BaseException:
+        for writer, temporary in zip(writers, temporaries, strict=True):
+            writer.close()
+            os.remove(temporary)
+        raise
+    for writer, temporary, path in zip(writers, temporaries, paths, strict=True):
+        writer.close()
+        os.replace(temporary, path)
+    metadata = {
+        "format": METADATA_FORMAT,
+        "source": source.name,
+        "split": split,
+        "examples": sum(counts),
+        "num_classes": source.num_classes,
+        "class_names": list(source.class_names),
+        "shards": [os.path.basename(path) for path in paths],
+        "examples_per_shard": counts,
+        "skipped": source.skipped.as_list(),
+    }
+    _write_json(os.path.join(out_dir, f"{split}.json"), metadata)
+    return metadata
+
+
+class TFRecordSource(SegmentationSource):
+    """A split written by write_tfrecords (or the official DeepLab converter).
+
+    `examples()` reads the shards one after the other; `records()` reads up to MAX_OPEN_SHARDS at once.
+    """
+
+    records_are_small = False  # serialized records hold the encoded images
+
+    def __init__(
+        self,
+        root: str,
+        split: str,
+        *,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        skip_bad: bool = False,
+    ):
+        metadata_path = os.path.join(root, f"{split}.json")
+        if os.path.isfile(metadata_path):
+            with open(metadata_path, encoding="utf-8") as file:
+                metadata = json.load(file)
+            self.shards = [os.path.join(root, name) for name in metadata["shards"]]
+            self._length = int(metadata["examples"])
+            num_classes = num_classes or metadata["num_classes"]
+            class_names = class_names or metadata["class_names"]
+        elif num_classes is None:
+            raise DataError(metadata_path, "metadata is missing; give num_classes to read shards without it")
+        else:
+            self.shards = sorted(glob.glob(os.path.join(root, f"{split}-*-of-*.tfrecord")))
+            self._length = None
+        if not self.shards:
+            raise DataError(os.path.join(root, f"{split}-*-of-*.tfrecord"), "no shards found")
+        for path in self.shards:
+            if not os.path.isfile(path):
+                raise DataError(path, f"shard is missing (listed in {metadata_path})")
+        class_names = class_names or [f"class_{index}" for index in range(num_classes)]
+        super().__init__(f"tfrecord/{split}", num_classes, class_names, skip_bad)
+        self.table = label_table(num_classes)
+
+    def __len__(self) -> int:
+        if self._length is None:
+            self._length = sum(1 for _ in self._serialized())
+        return self._length
+
+    def _serialized(self) -> Iterator[tuple[str, bytes]]:
+        for path in self.shards:
+            try:
+                for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                    yield path, record
+            except tf.errors.OpError as error:
+                raise DataError(path, f"cannot read the TFRecord shard: {error.message}") from error
+
+    def _decode(self, shard: str, serialized: bytes) -> Example:
+        try:
+            features = tf.train.Example.FromString(serialized).features.feature
+            name = features[NAME_KEY].bytes_list.value[0].decode()
+            image_data = features[IMAGE_KEY].bytes_list.value[0]
+            mask_data = features[MASK_KEY].bytes_list.value[0]
+        except (IndexError, ValueError) as error:
+            raise DataError(shard, f"a record lacks {NAME_KEY}, {IMAGE_KEY} or {MASK_KEY}: {error}") from error
+        where = f"{shard}[{name}]"
+        return (*decode_pair(image_data, mask_data, self.table, where, where), name)
+
+    def examples(self) -> Iterator[Example]:
+        for shard, serialized in self._serialized():
+            example = self._guarded(self._decode, shard, serialized)
+            if example is not None:
+                yield example
+
+    def records(self) -> tf.data.Dataset:
+        files = tf.data.Dataset.from_tensor_slices(self.shards)
+        return files.interleave(
+            lambda path: tf.data.TFRecordDataset(path).map(lambda record: (path, record)),
+            cycle_length=min(len(self.shards), MAX_OPEN_SHARDS),
+            block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+
+    def decode_record(self, shard: tf.Tensor, serialized: tf.Tensor):
+        spec = {
+            NAME_KEY: tf.io.FixedLenFeature([], tf.string),
+            IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            MASK_KEY: tf.io.FixedLenFeature([], tf.string),
+        }
+        features = tf.io.parse_single_example(serialized, spec)
+
+        def read(shard: bytes, name: bytes, image_data: bytes, mask_data: bytes) -> tuple[np.ndarray, np.ndarray]:
+            where = f"{shard.decode()}[{name.decode()}]"
+            return decode_pair(image_data, mask_data, self.table, where, where)
+
+        image, mask = self._numpy_pair(read, shard, features[NAME_KEY], features[IMAGE_KEY], features[MASK_KEY])
+        return image, mask, features[NAME_KEY]
