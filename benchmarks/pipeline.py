@@ -14,12 +14,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from keras_deeplab.constants import VOC_COLORMAP  # noqa: E402
-from pipelines import open_source, training_dataset  # noqa: E402
-from pipelines.synthetic import synthetic_example  # noqa: E402
+from keras_deeplab.constants import VOC_COLORMAP
+from pipelines import open_source, training_dataset
+from pipelines.synthetic import synthetic_example
 
 WIDTH, HEIGHT = 500, 375
 
