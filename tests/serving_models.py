@@ -1,0 +1,74 @@
+"""Small models and images for the serving tests, made once per test run even across xdist workers."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from PIL import Image
+
+from keras_deeplab import build_model
+
+NUM_CLASSES = 5
+TINY = {"backbone": "resnet50", "width_multiplier": 0.125, "aspp_filters": 16}
+ODD_SIZES = ((33, 47), (51, 29))  # two odd sizes: catch off-by-one resizes and padding mistakes
+
+
+def shared_path(tmp_path_factory, name: str, make: Callable[[str], None]) -> str:
+    """`name` in a folder that every xdist worker of this run shares, made once by `make(path)` under a lock."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own
+    path = base / name
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            make(str(path))
+    return str(path)
+
+
+def varied_tiny_model(seed: int = 0) -> keras.Model:
+    """A tiny untrained DeepLab whose class maps vary from pixel to pixel (a random logits layer, scaled up),
+    so that comparisons of class maps can fail."""
+    keras.utils.set_random_seed(seed)
+    model = build_model(16, num_classes=NUM_CLASSES, **TINY)
+    logits = model.get_layer("logits")
+    rng = np.random.default_rng(seed)
+    logits.kernel.assign(rng.normal(0, 3.0, logits.kernel.shape).astype("float32"))
+    return model
+
+
+def save_keras_model(path: str) -> None:
+    varied_tiny_model().save(path)
+
+
+def export_tiny_model(tmp_path_factory) -> tuple[str, str]:
+    """(.keras path, export base path holding version 1) of the shared tiny model."""
+    from serving.export import export_saved_model, load_keras_model
+
+    keras_path = shared_path(tmp_path_factory, "tiny.keras", save_keras_model)
+    base_path = shared_path(
+        tmp_path_factory, "export_deeplab", lambda path: export_saved_model(load_keras_model(keras_path), path)
+    )
+    return keras_path, base_path
+
+
+def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """RGB uint8 (height, width, 3) uniform noise."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def encode(image: np.ndarray, format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def keras_class_map(model: keras.Model, image: np.ndarray) -> np.ndarray:
+    """Argmax class ids (H, W) of the Keras model on one RGB image at its own size."""
+    return np.argmax(model(image[np.newaxis].astype("float32"), training=False).numpy()[0], axis=-1)

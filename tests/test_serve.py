@@ -1,0 +1,237 @@
+"""`keras-deeplab serve` and `client`: TF Serving's REST formats, errors, robustness, concurrency, round trip."""
+
+import base64
+import io
+import json
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map, random_image
+
+from keras_deeplab.cli import main
+from serving.client import ServingError, predict_class_maps
+from serving.export import load_keras_model
+from serving.server import _outputs_to_json
+
+MAX_PIXELS = 60 * 60
+MAX_BODY_BYTES = 200_000
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(server root URL, Keras model) of `keras-deeplab serve` on a free loopback port, in its own process
+    (as users run it; the tests' per-test Keras session reset would slow an in-process server)."""
+    keras_path, base_path = export_tiny_model(tmp_path_factory)
+    command = [sys.executable, "-m", "keras_deeplab.cli", "serve", base_path, "--name", "deeplab", "--port", "0"]
+    command += ["--max-pixels", str(MAX_PIXELS), "--max-body-mb", str(MAX_BODY_BYTES / 2**20), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    deadline, url, seen = time.monotonic() + 120, None, []
+    while url is None and time.monotonic() < deadline and process.poll() is None:
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            continue
+        match = re.search(r"at (http://[\d.]+:\d+)/v1/models/deeplab", seen[-1])
+        url = match and match.group(1)
+    try:
+        assert url, f"serve did not start: {''.join(seen)[-2000:]}"
+        yield url, load_keras_model(keras_path)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def call(url, payload=None, data=None):
+    """(HTTP status, decoded JSON body) of a GET (no payload) or a POST."""
+    if payload is not None:
+        data = json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def b64(data):
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def test_binds_loopback_by_default(served):
+    url, _ = served
+    assert url.startswith("http://127.0.0.1:")
+
+
+def test_model_status_and_metadata(served):
+    url, _ = served
+    ok = {"error_code": "OK", "error_message": ""}
+    expected = {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": ok}]}
+    assert call(f"{url}/v1/models/deeplab") == (200, expected)
+    assert call(f"{url}/v1/models/deeplab/versions/1") == (200, expected)
+    status, body = call(f"{url}/v1/models/deeplab/metadata")
+    assert status == 200
+    assert body["model_spec"] == {"name": "deeplab", "signature_name": "", "version": "1"}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    inputs = signatures["serving_default"]["inputs"]
+    assert inputs["image_bytes"]["dtype"] == "DT_STRING"
+    assert set(signatures["serving_default"]["outputs"]) == {"class_map", "class_map_png_bytes", "height", "width"}
+    assert signatures["serving_images"]["inputs"]["images"]["dtype"] == "DT_FLOAT"
+    assert signatures["serving_default"]["method_name"] == "tensorflow/serving/predict"
+
+
+def test_row_format_answer_is_one_object_per_image_with_b64_bytes(served):
+    url, model = served
+    images = [random_image(*size, seed=index) for index, size in enumerate(ODD_SIZES)]
+    status, body = call(f"{url}/v1/models/deeplab:predict", {"instances": [b64(encode(image)) for image in images]})
+    assert status == 200
+    predictions = body["predictions"]
+    assert len(predictions) == 2
+    for prediction, image in zip(predictions, images, strict=True):
+        height, width = image.shape[:2]
+        assert (prediction["height"], prediction["width"]) == (height, width)
+        assert np.shape(prediction["class_map"]) == (51, 47)  # padded to the batch's largest image
+        expected = keras_class_map(model, image)
+        np.testing.assert_array_equal(np.array(prediction["class_map"])[:height, :width], expected)
+        assert set(prediction["class_map_png_bytes"]) == {"b64"}
+        png = Image.open(io.BytesIO(base64.b64decode(prediction["class_map_png_bytes"]["b64"])))
+        np.testing.assert_array_equal(np.array(png), expected)
+
+
+def test_columnar_format_and_named_instances(served):
+    url, model = served
+    image = random_image(31, 43, seed=7)
+    status, body = call(f"{url}/v1/models/deeplab:predict", {"inputs": {"image_bytes": [b64(encode(image))]}})
+    assert status == 200
+    outputs = body["outputs"]
+    assert outputs["height"] == [31] and outputs["width"] == [43]
+    np.testing.assert_array_equal(np.array(outputs["class_map"][0]), keras_class_map(model, image))
+    assert set(outputs["class_map_png_bytes"][0]) == {"b64"}
+    named = {"instances": [{"image_bytes": b64(encode(image))}], "signature_name": "serving_default"}
+    assert call(f"{url}/v1/models/deeplab/versions/1:predict", named)[1]["predictions"][0]["height"] == 31
+    floats = {"signature_name": "serving_images", "inputs": {"images": image[np.newaxis].astype(float).tolist()}}
+    status, body = call(f"{url}/v1/models/deeplab:predict", floats)
+    assert status == 200
+    np.testing.assert_array_equal(np.array(body["outputs"]["class_map"][0]), keras_class_map(model, image))
+
+
+def test_json_answers_follow_tf_serving_rules():
+    """One output tensor: its values without its name; several: objects (row) or a map (columnar)."""
+    single = {"y": np.array([[1, 2], [3, 4]], np.int32)}
+    assert _outputs_to_json(single, row_format=True) == {"predictions": [[1, 2], [3, 4]]}
+    assert _outputs_to_json(single, row_format=False) == {"outputs": [[1, 2], [3, 4]]}
+    strings = {"name": np.array([b"a"], object), "mask_bytes": np.array([b"\x00\xff"], object)}
+    assert _outputs_to_json(strings, row_format=True) == {"predictions": [{"name": "a", "mask_bytes": {"b64": "AP8="}}]}
+
+
+def _truncated_jpeg():
+    jpeg = encode(random_image(40, 40), "JPEG")
+    return jpeg[: len(jpeg) // 2]
+
+
+BAD_REQUESTS = [
+    ("deeplab:predict", b'{"instances": [', 400, "JSON Parse error"),
+    ("deeplab:predict", b"[1, 2]", 400, "Is not object"),
+    ("deeplab:predict", b"{}", 400, "Missing 'inputs' or 'instances' key"),
+    ("deeplab:predict", {"instances": []}, 400, "No values"),
+    ("deeplab:predict", {"instances": [1]}, 400, "DT_STRING"),
+    ("deeplab:predict", {"instances": [{"b64": "not base64!"}]}, 400, "base64"),
+    ("deeplab:predict", {"instances": [b64(b"not an image")]}, 400, "Unknown image file format"),
+    ("deeplab:predict", {"instances": [b64(_truncated_jpeg())]}, 400, "JPEG"),
+    ("deeplab:predict", {"instances": [b64(encode(random_image(61, 61)))]}, 400, "over the limit"),
+    ("deeplab:predict", {"instances": [], "inputs": []}, 400, "only one of"),
+    ("deeplab:predict", {"signature_name": "nope", "instances": [1]}, 400, "nope"),
+    ("deeplab:predict", {"signature_name": "serving_images", "inputs": {"images": [[1.0]]}}, 400, "images"),
+    ("deeplab:predict", {"instances": [{"wrong": b64(b"x")}]}, 400, "keys must be equal"),
+    ("other:predict", {"instances": [1]}, 404, "Servable not found for request: Latest(other)"),
+    ("deeplab/versions/9:predict", {"instances": [1]}, 404, "Specific(deeplab, 9)"),
+    ("deeplab:classify", {"examples": []}, 501, "classify"),
+    ("deeplab:predict", b"x" * (MAX_BODY_BYTES + 1), 413, "over the limit"),
+]
+
+
+@pytest.mark.parametrize(("path", "payload", "status", "message"), BAD_REQUESTS)
+def test_bad_request_gets_its_error_and_the_server_keeps_answering(served, path, payload, status, message):
+    url, _ = served
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    answer = call(f"{url}/v1/models/{path}", data=data)
+    assert answer[0] == status
+    assert set(answer[1]) == {"error"} and message in answer[1]["error"]
+    good = {"instances": [b64(encode(random_image(21, 23)))]}
+    assert call(f"{url}/v1/models/deeplab:predict", good)[0] == 200
+
+
+def test_unknown_paths_and_versions(served):
+    url, _ = served
+    assert call(f"{url}/v1/models/other")[0] == 404
+    assert call(f"{url}/v1/models/deeplab/versions/2")[0] == 404
+    assert call(f"{url}/v1/models/deeplab/versions/2/metadata")[0] == 404
+    assert call(f"{url}/v2/anything")[0] == 404
+    assert call(f"{url}/v1/models/deeplab:predict")[0] == 400  # GET on a POST path
+
+
+def test_concurrent_requests_all_answered_alike(served):
+    url, model = served
+    image = random_image(29, 37, seed=9)
+    expected = keras_class_map(model, image)
+    results, errors = [], []
+
+    def client():
+        try:
+            for _ in range(2):
+                results.append(predict_class_maps(url, "deeplab", [encode(image)], timeout_s=120)[0])
+        except Exception as error:  # collected and reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert not errors and len(results) == 8
+    for result in results:
+        np.testing.assert_array_equal(result, expected)
+
+
+def test_client_round_trip_equals_direct_prediction(served, tmp_path, tmp_path_factory, capsys):
+    url, _ = served
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    paths = []
+    for index, size in enumerate(ODD_SIZES):
+        path = tmp_path / f"photo{index}.{'png' if index else 'jpg'}"
+        path.write_bytes(encode(random_image(*size, seed=index), "PNG" if index else "JPEG"))
+        paths.append(str(path))
+    for columnar in ([], ["--columnar"]):
+        served_dir, direct_dir = tmp_path / f"served{len(columnar)}", tmp_path / "direct"
+        assert main(["client", *paths, "--url", url, "--name", "deeplab", "--out", str(served_dir), *columnar]) == 0
+        assert main(["predict", *paths, "--model", keras_path, "--out", str(direct_dir)]) == 0
+        for index in range(2):
+            served_mask = Image.open(served_dir / f"photo{index}.png")
+            assert served_mask.mode == "P" and served_mask.size == ODD_SIZES[index][::-1]
+            np.testing.assert_array_equal(np.array(served_mask), np.array(Image.open(direct_dir / f"photo{index}.png")))
+            assert Image.open(served_dir / f"photo{index}_overlay.jpg").size == ODD_SIZES[index][::-1]
+    capsys.readouterr()
+
+
+def test_client_reports_server_errors_plainly(served, tmp_path, capsys):
+    url, _ = served
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(random_image(20, 20)))
+    assert main(["client", str(image), "--url", url, "--name", "other", "--out", str(tmp_path / "out")]) == 1
+    assert "answered HTTP 404: Servable not found for request: Latest(other)" in capsys.readouterr().out
+    with pytest.raises(ServingError, match="cannot reach the server"):
+        predict_class_maps("http://127.0.0.1:9", "deeplab", [b"x"], timeout_s=5)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(_truncated_jpeg())
+    assert main(["client", str(broken), "--url", url, "--out", str(tmp_path / "out")]) == 1
+    assert "broken.jpg: not a readable" in capsys.readouterr().out
