@@ -18,6 +18,7 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-examples", type=int, help="synthetic: examples to generate")
     parser.add_argument("--image-size", type=int, help="synthetic: image side in pixels")
     parser.add_argument("--seed", type=int, help="synthetic: generator seed")
+    parser.add_argument("--num-classes", type=int, help="tfrecord: classes of shards that have no .json")
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -26,6 +27,7 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
         "num_examples": args.num_examples,
         "image_size": args.image_size,
         "seed": args.seed,
+        "num_classes": args.num_classes,
     }
     return {key: value for key, value in given.items() if value is not None}
 

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from keras_deeplab.constants import IGNORE_LABEL
 from pipelines.errors import DataError
 
-MASK_MODES = ("P", "L")  # 8-bit palette (indices are the ids) or 8-bit grayscale (values are the ids)
+MASK_MODES = ("P", "L", "1")  # 8-bit palette (indices are the ids), 8-bit grayscale (values are the ids), 1-bit
 IMAGE_MODES = ("RGB", "L", "P", "CMYK", "YCbCr", "RGBA", "LA")  # converted to RGB (alpha dropped); 16-bit refused
 INVALID = -1  # a label table entry for raw values that are neither a class nor ignored
 
@@ -56,15 +56,24 @@ def decode_image(data: bytes, file: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def decode_mask(data: bytes, file: str) -> np.ndarray:
-    """Encoded PNG bytes -> uint8 (H, W) raw values: palette indices for 'P' images, gray values for 'L'."""
+def decode_mask(data: bytes, file: str, channel: int | None = None) -> np.ndarray:
+    """Encoded PNG bytes -> uint8 (H, W) raw values: palette indices for 'P' images, gray values for 'L'.
+
+    `channel` reads the ids from that channel of an RGB(A) mask instead (TFDS's scene_parse150).
+    """
     mask = _open(data, file, "mask")
+    if channel is not None:
+        if mask.mode not in ("RGB", "RGBA"):
+            raise DataError(
+                file, f"mask mode is {mask.mode!r}; expected an RGB(A) PNG with class ids in channel {channel}"
+            )
+        return np.array(mask)[..., channel]
     if mask.mode not in MASK_MODES:
         raise DataError(
             file,
             f"mask mode is {mask.mode!r}; expected an 8-bit single-channel PNG of class ids (mode 'P' or 'L')",
         )
-    return np.array(mask)
+    return np.array(mask, dtype=np.uint8)
 
 
 def map_labels(raw: np.ndarray, table: np.ndarray, file: str) -> np.ndarray:
@@ -94,11 +103,16 @@ def _ranges(values: np.ndarray) -> str:
 
 
 def decode_pair(
-    image_data: bytes, mask_data: bytes, table: np.ndarray, image_file: str, mask_file: str
+    image_data: bytes,
+    mask_data: bytes,
+    table: np.ndarray,
+    image_file: str,
+    mask_file: str,
+    mask_channel: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode and validate one pair: (uint8 (H, W, 3) image, uint8 (H, W) class ids or IGNORE_LABEL)."""
     image = decode_image(image_data, image_file)
-    raw = decode_mask(mask_data, mask_file)
+    raw = decode_mask(mask_data, mask_file, mask_channel)
     if image.size == 0:
         raise DataError(image_file, "image is empty (0 pixels)")
     if raw.shape != image.shape[:2]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import glob
 import os
 
+import numpy as np
+
 from keras_deeplab import constants
 from pipelines.decode import label_table
 from pipelines.errors import DataError
@@ -94,6 +96,13 @@ def open_voc_aug(root: str, split: str = "train_aug", skip_bad: bool = False) ->
     )
 
 
+def cityscapes_table() -> np.ndarray:
+    """Cityscapes labelIds -> class ids: the 19 train ids, the other labelIds 0..33 ignored."""
+    mapping = {label_id: constants.IGNORE_LABEL for label_id in range(constants.CITYSCAPES_MAX_LABEL_ID + 1)}
+    mapping.update(constants.CITYSCAPES_LABEL_ID_TO_TRAIN_ID)
+    return label_table(constants.CITYSCAPES_NUM_CLASSES, mapping)
+
+
 def open_cityscapes(root: str, split: str = "train", skip_bad: bool = False) -> FilePairSource:
     """Cityscapes fine annotations, split train / val / test, masks in the 19 train ids."""
     image_root = _require_dir(os.path.join(root, "leftImg8bit", split), "Cityscapes image")
@@ -106,14 +115,12 @@ def open_cityscapes(root: str, split: str = "train", skip_bad: bool = False) -> 
         pairs.append((image_path, mask_path, name))
     if not pairs:
         raise DataError(image_root, f"no */*{suffix} images found")
-    mapping = {label_id: constants.IGNORE_LABEL for label_id in range(constants.CITYSCAPES_MAX_LABEL_ID + 1)}
-    mapping.update(constants.CITYSCAPES_LABEL_ID_TO_TRAIN_ID)
     return FilePairSource(
         f"cityscapes/{split}",
         pairs,
         num_classes=constants.CITYSCAPES_NUM_CLASSES,
         class_names=constants.CITYSCAPES_CLASS_NAMES,
-        table=label_table(constants.CITYSCAPES_NUM_CLASSES, mapping),
+        table=cityscapes_table(),
         skip_bad=skip_bad,
     )
 
@@ -121,7 +128,7 @@ def open_cityscapes(root: str, split: str = "train", skip_bad: bool = False) -> 
 ADE20K_SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
 
 
-def ade20k_table():
+def ade20k_table() -> np.ndarray:
     """ADE20K annotation values -> class ids: 0 ("other") ignored, 1..150 -> 0..149."""
     mapping = {value: value - 1 for value in range(1, constants.ADE20K_NUM_CLASSES + 1)}
     mapping[0] = constants.IGNORE_LABEL

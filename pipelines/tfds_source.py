@@ -1,9 +1,12 @@
 """TFDS datasets that carry segmentation masks, read from a local `data_dir` (never downloaded).
 
 - `oxford_iiit_pet`: trimaps 1 = pet -> 1, 2 = background -> 0, 3 = border -> ignored.
-- `scene_parse150`: TFDS builds it from ADE20K's instance annotations, whose first (R) channel holds the
-  category: 0 -> ignored, 1..150 -> 0..149 as for the ADE20K reader.
+- `scene_parse150`: TFDS builds it from ADE20K's instance annotations, RGB PNGs whose first (R) channel
+  holds the category: 0 -> ignored, 1..150 -> 0..149 as for the ADE20K reader.
 - `cityscapes` (config `semantic_segmentation` unless one is given): labelIds -> the 19 train ids.
+
+Images and masks are read from TFDS still encoded (`tfds.decode.SkipDecoding`), so shuffle buffers hold
+bytes, and decoded with the same PIL functions as every other format.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab import constants
-from pipelines.decode import label_table, map_labels
+from pipelines.decode import decode_pair, label_table
 from pipelines.errors import DataError
-from pipelines.readers import ade20k_table
+from pipelines.readers import ade20k_table, cityscapes_table
 from pipelines.source import Example, SegmentationSource
 
 
@@ -27,15 +30,10 @@ class TFDSLayout(NamedTuple):
     default_config: str | None
     image_key: str
     mask_key: str
-    name_key: str | None
+    name_key: str | None  # None: examples are named by their position in the split
+    mask_channel: int | None  # the channel holding the ids when the mask PNG is RGB
     table: np.ndarray
     class_names: tuple[str, ...]
-
-
-def _cityscapes_table() -> np.ndarray:
-    mapping = {label_id: constants.IGNORE_LABEL for label_id in range(constants.CITYSCAPES_MAX_LABEL_ID + 1)}
-    mapping.update(constants.CITYSCAPES_LABEL_ID_TO_TRAIN_ID)
-    return label_table(constants.CITYSCAPES_NUM_CLASSES, mapping)
 
 
 TFDS_LAYOUTS = {
@@ -44,16 +42,18 @@ TFDS_LAYOUTS = {
         "image",
         "segmentation_mask",
         "file_name",
+        None,
         label_table(len(constants.OXFORD_PET_CLASS_NAMES), constants.OXFORD_PET_TRIMAP_TO_CLASS),
         constants.OXFORD_PET_CLASS_NAMES,
     ),
-    "scene_parse150": TFDSLayout(None, "image", "annotation", None, ade20k_table(), constants.ADE20K_CLASS_NAMES),
+    "scene_parse150": TFDSLayout(None, "image", "annotation", None, 0, ade20k_table(), constants.ADE20K_CLASS_NAMES),
     "cityscapes": TFDSLayout(
         "semantic_segmentation",
         "image_left",
         "segmentation_label",
         "image_id",
-        _cityscapes_table(),
+        None,
+        cityscapes_table(),
         constants.CITYSCAPES_CLASS_NAMES,
     ),
 }
@@ -62,7 +62,7 @@ TFDS_LAYOUTS = {
 class TFDSSource(SegmentationSource):
     """One split of a prepared TFDS dataset in `data_dir`, e.g. TFDSSource("oxford_iiit_pet", "train", dir)."""
 
-    records_are_small = False  # TFDS yields decoded images
+    records_are_small = False  # records hold encoded images
 
     def __init__(self, dataset: str, split: str, data_dir: str | None, skip_bad: bool = False):
         import tensorflow_datasets as tfds
@@ -75,8 +75,11 @@ class TFDSSource(SegmentationSource):
         self.dataset_name = f"{base}/{config}" if config else base
         class_names = self.layout.class_names
         super().__init__(f"tfds:{self.dataset_name}/{split}", len(class_names), class_names, skip_bad)
+        encoded = {self.layout.image_key: tfds.decode.SkipDecoding(), self.layout.mask_key: tfds.decode.SkipDecoding()}
         try:
-            self._dataset = tfds.load(self.dataset_name, split=split, data_dir=data_dir, download=False)
+            self._dataset = tfds.load(
+                self.dataset_name, split=split, data_dir=data_dir, download=False, decoders=encoded
+            )
         except (AssertionError, FileNotFoundError, ValueError) as error:
             problem = f"TFDS {self.dataset_name} split {split!r} is not prepared there: {error}"
             raise DataError(str(data_dir), problem) from error
@@ -87,13 +90,9 @@ class TFDSSource(SegmentationSource):
     def __len__(self) -> int:
         return self._length
 
-    def _check(self, image: np.ndarray, raw: np.ndarray, name: bytes) -> tuple[np.ndarray, np.ndarray]:
+    def _decode(self, image_data: bytes, mask_data: bytes, name: bytes) -> tuple[np.ndarray, np.ndarray]:
         where = f"{self.name}[{name.decode()}]"
-        if raw.shape[:2] != image.shape[:2]:
-            raise DataError(
-                where, f"mask is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image is {image.shape[1]}x{image.shape[0]}"
-            )
-        return image, map_labels(raw[..., 0], self.layout.table, where)
+        return decode_pair(image_data, mask_data, self.layout.table, where, where, self.layout.mask_channel)
 
     def records(self) -> tf.data.Dataset:
         layout = self.layout
@@ -104,12 +103,12 @@ class TFDSSource(SegmentationSource):
 
         return self._dataset.enumerate().map(select)
 
-    def decode_record(self, image: tf.Tensor, raw: tf.Tensor, name: tf.Tensor):
-        image, mask = self._numpy_pair(self._check, image, raw, name)
+    def decode_record(self, image_data: tf.Tensor, mask_data: tf.Tensor, name: tf.Tensor):
+        image, mask = self._numpy_pair(self._decode, image_data, mask_data, name)
         return image, mask, name
 
     def examples(self) -> Iterator[Example]:
-        for image, raw, name in self.records().as_numpy_iterator():
-            pair = self._guarded(self._check, image, raw, name)
+        for image_data, mask_data, name in self.records().as_numpy_iterator():
+            pair = self._guarded(self._decode, image_data, mask_data, name)
             if pair is not None:
                 yield (*pair, name.decode())

@@ -10,6 +10,7 @@ from PIL import Image
 
 from keras_deeplab import constants
 from pipelines import DataError, evaluation_dataset, open_source, write_tfrecords
+from pipelines.decode import encode_png
 
 
 def pil_mask(path):
@@ -186,10 +187,21 @@ def test_shared_ade20k_sample_equals_pil(shared_data_dir):
 
 
 def mock_tfds_examples(features: dict):
-    """A tfds.testing.mock_data `as_dataset_fn` yielding `features` (TFDS's own fakes have mismatched sizes)."""
+    """A tfds.testing.mock_data `as_dataset_fn` yielding `features`, arrays PNG-encoded as with SkipDecoding.
+
+    (TFDS's own fakes give images and masks of independent random sizes.)
+    """
+
+    def encode(value):
+        return encode_png(value[..., 0] if value.ndim == 3 and value.shape[-1] == 1 else value)
+
+    encoded = {
+        key: [encode(item) for item in value] if isinstance(value, np.ndarray) else value
+        for key, value in features.items()
+    }
 
     def as_dataset(builder, *args, **kwargs):
-        return tf.data.Dataset.from_tensor_slices(features)
+        return tf.data.Dataset.from_tensor_slices(encoded)
 
     return as_dataset
 
