@@ -1,8 +1,8 @@
 """The embedded default dataset: textured shapes on textured backgrounds, generated in memory from a seed.
 
 Each image shows 1..MAX_OBJECTS objects of four classes that differ in shape AND texture (a striped disc, a
-checkered box, a dotted triangle, a cross of concentric rings), at sizes from 1/8 to 3/8 of the image, at any
-angle, overlapping (a later object hides an earlier one), on a background of smooth random shading. Every
+checkered box, a dotted triangle, a speckled cross), with radii from 0.16 to 0.36 of the image, at any angle,
+overlapping (a later object hides an earlier one), on a background of smooth random shading. Every
 region takes two random colours from one shared distribution, so colour says nothing about the class; only
 shape and texture do. Labels change across a IGNORE_LABEL band like VOC's object boundaries.
 
@@ -18,14 +18,15 @@ import numpy as np
 from keras_deeplab.constants import IGNORE_LABEL
 from pipelines.source import ArraySource, SegmentationSource
 
-CLASS_NAMES = ("background", "striped_disc", "checkered_box", "dotted_triangle", "ringed_cross")
+CLASS_NAMES = ("background", "striped_disc", "checkered_box", "dotted_triangle", "speckled_cross")
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS = {"train": 0, "val": 1, "validation": 1}
 DEFAULT_EXAMPLES = {"train": 1000, "val": 200, "validation": 200}
 IMAGE_SIZE = 128
-MAX_OBJECTS = 4
-SIZE_RANGE = (1 / 8, 3 / 8)  # object radius as a fraction of the image size
-PERIOD_RANGE = (6.0, 10.0)  # texture period in pixels
+MAX_OBJECTS = 3
+SIZE_RANGE = (0.16, 0.36)  # object radius as a fraction of the image size
+PERIOD_RANGE = (7.0, 11.0)  # texture period in pixels
+SPECKLE_CELL = 2  # pixels per random cell of the speckle texture
 MIN_COLOUR_DISTANCE = 90.0  # between the two colours of one region, so its texture shows
 NOISE_STDDEV = 6.0  # per-pixel Gaussian noise on every image
 SHAPE_REACH = 1.4  # no shape reaches further than this many `size`s from its centre
@@ -71,7 +72,8 @@ def _texture(label: int, u: np.ndarray, v: np.ndarray, rng: np.random.Generator)
     if label == 3:  # dots on a square grid
         du, dv = (u % period) - period / 2, (v % period) - period / 2
         return (du**2 + dv**2 <= (period * 0.3) ** 2).astype(np.float32)
-    return (np.floor(np.hypot(u, v) / (period / 2)) % 2).astype(np.float32)  # concentric rings
+    cells = rng.random((u.shape[0] // SPECKLE_CELL + 1, u.shape[1] // SPECKLE_CELL + 1)) < 0.5  # speckle
+    return np.kron(cells, np.ones((SPECKLE_CELL, SPECKLE_CELL)))[: u.shape[0], : u.shape[1]].astype(np.float32)
 
 
 def _background(size: int, rng: np.random.Generator) -> np.ndarray:
