@@ -35,6 +35,7 @@ class DataSettings:
     root: str | None = None
     train_split: str = "train"
     eval_split: str = "val"
+    eval_format: str | None = None  # None: `format` (e.g. "voc" masks for val beside "voc_aug" for train_aug)
     options: dict = dataclasses.field(default_factory=dict)  # extra keyword arguments of open_source
     crop_size: int = constants.CROP_SIZE
     min_scale: float = constants.MIN_SCALE
@@ -125,6 +126,13 @@ class Recipe:
     distribution: DistributionSettings
     log: LogSettings
     source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        """model.num_classes, or build_model's default when the recipe does not say."""
+        from keras_deeplab.model import build_model
+
+        return self.model.get("num_classes", inspect.signature(build_model).parameters["num_classes"].default)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON-ready data (what `run_dir/recipe.json` holds); `source` left out."""
@@ -271,8 +279,6 @@ def _type_name(expected: Any) -> str:
 
 
 def _check_values(recipe: Recipe, path: str) -> None:
-    from keras_deeplab.model import build_model
-
     positive = {
         "train.steps": recipe.train.steps,
         "train.global_batch_size": recipe.train.global_batch_size,
@@ -295,8 +301,6 @@ def _check_values(recipe: Recipe, path: str) -> None:
         raise RecipeError(f"{path}: 'eval.scales' must be a non-empty list of positive numbers")
     if recipe.eval.output_stride is not None and recipe.eval.output_stride not in constants.OUTPUT_STRIDES:
         raise RecipeError(f"{path}: 'eval.output_stride' must be one of {constants.OUTPUT_STRIDES} or null")
-    num_classes = recipe.model.get("num_classes", inspect.signature(build_model).parameters["num_classes"].default)
-    if recipe.train.class_weights is not None and len(recipe.train.class_weights) != num_classes:
-        raise RecipeError(
-            f"{path}: 'train.class_weights' has {len(recipe.train.class_weights)} entries for {num_classes} classes"
-        )
+    weights = recipe.train.class_weights
+    if weights is not None and len(weights) != recipe.num_classes:
+        raise RecipeError(f"{path}: 'train.class_weights' has {len(weights)} entries for {recipe.num_classes} classes")

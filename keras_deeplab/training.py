@@ -310,13 +310,19 @@ def open_sources(recipe: Recipe):
     """(train source, eval source) of the recipe, each checked to hold at least one example."""
     import pipelines
 
+    data = recipe.data
     sources = []
-    for split in (recipe.data.train_split, recipe.data.eval_split):
-        source = pipelines.open_source(recipe.data.format, recipe.data.root, split, **recipe.data.options)
+    for format, split in ((data.format, data.train_split), (data.eval_format or data.format, data.eval_split)):
+        source = pipelines.open_source(format, data.root, split, **data.options)
         if len(source) == 0:
             raise ValueError(
-                f"{recipe.source}: data.format {recipe.data.format!r} at {recipe.data.root!r}, split {split!r}: "
+                f"{recipe.source}: data format {format!r} at {data.root!r}, split {split!r}: "
                 "the dataset has no examples"
+            )
+        if source.num_classes != recipe.num_classes:
+            raise RecipeError(
+                f"{recipe.source}: model.num_classes is {recipe.num_classes} but {source.name} has "
+                f"{source.num_classes} classes"
             )
         sources.append(source)
     return tuple(sources)
@@ -366,7 +372,7 @@ def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool
     if os.path.isfile(result_path):
         result = read_json(result_path)
         if result.get("step", -1) >= recipe.train.steps:
-            _say(progress, f"{recipe.run_dir}: finished at step {result['step']}; nothing to do")
+            print(f"{recipe.run_dir}: finished at step {result['step']}; nothing to do", flush=True)
             return result
     strategy = make_strategy(recipe.distribution)
     if recipe.train.global_batch_size % strategy.num_replicas_in_sync:
@@ -442,7 +448,7 @@ class TrainingRun:
         writer = tf.summary.create_file_writer(os.path.join(recipe.run_dir, "logs", "train")) if self.chief else None
         schedule = poly_learning_rate(recipe.train)
         bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"]) if self.progress else None
-        _say(self.progress, f"{recipe.run_dir}: training steps {start_step + 1}..{steps}")
+        print(f"{recipe.run_dir}: training steps {start_step + 1}..{steps}", flush=True)
         for step in range(start_step + 1, steps + 1):
             batch = next(iterator)
             loss = float(train_step(batch))
@@ -503,13 +509,8 @@ class TrainingRun:
             with tf.summary.create_file_writer(folder).as_default(step=step):
                 tf.summary.scalar("miou", results["miou"])
                 tf.summary.scalar("pixel_accuracy", results["pixel_accuracy"])
-        _say(self.progress, f"{self.recipe.run_dir}: step {step}: mIoU {results['miou']:.4f}")
+        print(f"{self.recipe.run_dir}: step {step}: mIoU {results['miou']:.4f}", flush=True)
         return results
-
-
-def _say(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, flush=True)
 
 
 # Command line.

@@ -1,0 +1,175 @@
+"""Training throughput (images per second) at crop 513, batch 2, output stride 16: keras-deeplab's DeepLabv3
+ResNet-101 beside the TF Model Garden's `seg_deeplabv3_pascal`, measured in the same run.
+
+Each side runs in a process of its own on random pixels and labels (10% of them 255): one SGD (momentum 0.9)
+step with L2 weight decay per iteration, median of --steps after --warmup. The Model Garden needs
+tf-models-official 2.20, which pins TensorFlow 2.20 and tf-keras: it lives in a virtual environment of its
+own, `.venv-modelgarden/` beside the project, made here on first use (about 2.5 minutes, 3.3 GB).
+
+Usage:
+  python benchmarks/train_step.py                      # CPU, float32, one replica; both models
+  python benchmarks/train_step.py --no-model-garden    # ours only
+  python benchmarks/train_step.py --precision mixed --strategy mirrored   # a GPU machine: float16, all GPUs
+With --strategy mirrored, --batch is per replica (global batch = batch x replicas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_GARDEN_VENV = os.path.join(ROOT, ".venv-modelgarden")
+MODEL_GARDEN_REQUIREMENT = "tf-models-official==2.20.*"
+
+
+def random_batch(tf, batch: int, crop: int):
+    """Pixels float32 (B, crop, crop, 3) in [0, 255] and labels uint8 (B, crop, crop) with 10% 255."""
+    images = tf.random.stateless_uniform((batch, crop, crop, 3), (0, 1), 0, 255)
+    labels = tf.random.stateless_uniform((batch, crop, crop), (0, 2), 0, 21, dtype=tf.int32)
+    ignored = tf.random.stateless_uniform((batch, crop, crop), (0, 3)) < 0.1
+    return images, tf.cast(tf.where(ignored, 255, labels), tf.uint8)
+
+
+def timed(step, batch, steps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        float(step(batch))
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        float(step(batch))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def strategy_for(tf, name: str):
+    return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.get_strategy()
+
+
+def measure_ours(args) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from keras_deeplab import build_model
+    from keras_deeplab.recipes import load_recipe
+    from keras_deeplab.training import make_optimizer, make_train_step, precision_policy
+
+    settings = load_recipe("voc_resnet101_os16").train
+    policy = precision_policy(args.precision)
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = strategy_for(tf, args.strategy)
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = build_model(16, backbone="resnet101", sync_batch_norm=replicas > 1)
+        optimizer = make_optimizer(settings, policy)
+        optimizer.build(model.trainable_variables)
+    step = make_train_step(model, optimizer, strategy, settings)
+    dataset = tf.data.Dataset.from_tensors(random_batch(tf, args.batch * replicas, args.crop)).repeat()
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+    times = timed(step, batch, args.steps, args.warmup)
+    return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, "times": times}
+
+
+def measure_model_garden(args) -> dict:
+    import tensorflow as tf
+    import tf_keras
+    from official.core import exp_factory, task_factory
+    from official.vision import registry_imports  # noqa: F401  (registers the vision experiments)
+
+    config = exp_factory.get_exp_config("seg_deeplabv3_pascal")
+    config.task.init_checkpoint = None  # a gs:// path: nothing is downloaded, weights stay random
+    policy = "float32"
+    if args.precision == "mixed":
+        policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    tf_keras.mixed_precision.set_global_policy(policy)
+    strategy = strategy_for(tf, args.strategy)
+    replicas = strategy.num_replicas_in_sync
+    config.task.model.norm_activation.use_sync_bn = replicas > 1
+    with strategy.scope():
+        task = task_factory.get_task(config.task)
+        model = task.build_model()
+        optimizer = tf_keras.optimizers.SGD(learning_rate=0.007, momentum=0.9)
+        if policy == "mixed_float16":
+            optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+
+    @tf.function
+    def step(batch):
+        def replica_step(images, labels):
+            masks = tf.cast(labels, tf.int32)[..., None]
+            return task.train_step((images, {"masks": masks}), model, optimizer)[task.loss]
+
+        return strategy.reduce("mean", strategy.run(replica_step, args=batch), axis=None)
+
+    dataset = tf.data.Dataset.from_tensors(random_batch(tf, args.batch * replicas, args.crop)).repeat()
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+    times = timed(step, batch, args.steps, args.warmup)
+    return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, "times": times}
+
+
+def ensure_model_garden_venv() -> str:
+    """The Model Garden environment's python, creating `.venv-modelgarden/` first when it is missing."""
+    python = os.path.join(MODEL_GARDEN_VENV, "bin", "python")
+    if not os.path.isfile(python):
+        print(f"creating {MODEL_GARDEN_VENV} with {MODEL_GARDEN_REQUIREMENT} (about 2.5 minutes, 3.3 GB)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", MODEL_GARDEN_VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "--quiet", MODEL_GARDEN_REQUIREMENT], check=True)
+    return python
+
+
+def run_side(python: str, side: str, args) -> dict:
+    command = [python, os.path.abspath(__file__), "--one", side, "--steps", str(args.steps)]
+    command += ["--warmup", str(args.warmup), "--crop", str(args.crop), "--batch", str(args.batch)]
+    command += ["--precision", args.precision, "--strategy", args.strategy]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{side} failed:\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--crop", type=int, default=513)
+    parser.add_argument("--batch", type=int, default=2, help="images per replica")
+    parser.add_argument("--precision", choices=("float32", "mixed"), default="float32")
+    parser.add_argument("--strategy", choices=("default", "mirrored"), default="default")
+    parser.add_argument("--no-model-garden", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--one", choices=("ours", "modelgarden"), help=argparse.SUPPRESS)  # internal
+    args = parser.parse_args()
+    if args.one:
+        result = (measure_ours if args.one == "ours" else measure_model_garden)(args)
+        print(json.dumps(result))
+        return 0
+    sides = [("keras-deeplab DeepLabv3 ResNet-101", sys.executable, "ours")]
+    if not args.no_model_garden:
+        sides.append(("Model Garden seg_deeplabv3_pascal", ensure_model_garden_venv(), "modelgarden"))
+    print(
+        f"crop {args.crop}, batch {args.batch} per replica, output stride 16, {args.precision}, "
+        f"{os.cpu_count()} CPU cores, median of {args.steps} steps after {args.warmup}"
+    )
+    print(f"{'model':<38}{'params':>12}{'replicas':>9}{'s/step':>9}{'images/s':>10}")
+    for name, python, side in sides:
+        result = run_side(python, side, args)
+        seconds = statistics.median(result["times"])
+        images_per_second = args.batch * result["replicas"] / seconds
+        if args.json:
+            print(
+                json.dumps(
+                    {"model": name, **result, "seconds_per_step": seconds, "images_per_second": images_per_second}
+                )
+            )
+            continue
+        print(f"{name:<38}{result['parameters']:>12,}{result['replicas']:>9}{seconds:>9.2f}{images_per_second:>10.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
