@@ -1,5 +1,7 @@
 """The training step: two replicas with synchronized batch norm step like one replica on the whole batch."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -7,7 +9,14 @@ import tensorflow as tf
 
 from keras_deeplab import build_model
 from keras_deeplab.recipes import DistributionSettings, TrainSettings
-from keras_deeplab.training import dtype_policy, make_optimizer, make_strategy, make_train_step, poly_learning_rate
+from keras_deeplab.training import (
+    dtype_policy,
+    make_optimizer,
+    make_strategy,
+    make_train_step,
+    poly_learning_rate,
+    precision_policy,
+)
 
 NUM_CLASSES = 4
 SETTINGS = TrainSettings(steps=10, learning_rate=0.02, momentum=0.9, weight_decay=1e-3)
@@ -95,3 +104,36 @@ def test_poly_learning_rate_follows_the_papers_formula():
     schedule = poly_learning_rate(TrainSettings(steps=100, learning_rate=0.007, lr_power=0.9))
     for step in (0, 10, 50, 99, 100):
         assert float(schedule(step)) == pytest.approx(0.007 * (1 - step / 100) ** 0.9, rel=1e-5, abs=1e-9)
+
+
+def test_mixed_precision_computes_in_bfloat16_on_cpu_with_a_float32_loss():
+    policy = precision_policy("mixed")
+    assert policy == "mixed_bfloat16"  # no GPU here; float16 where there is one
+    with dtype_policy(policy):
+        model = tiny_model()
+        optimizer = make_optimizer(SETTINGS, policy)
+        optimizer.build(model.trainable_variables)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the block
+    assert model.get_layer("conv1_conv").compute_dtype == "bfloat16" and model.output.dtype == "float32"
+    before = [np.array(weight) for weight in model.trainable_weights]
+    step = make_train_step(model, optimizer, tf.distribute.get_strategy(), SETTINGS)
+    tf.config.run_functions_eagerly(True)
+    try:
+        loss = step(batch_of_four())
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert loss.dtype == tf.float32 and np.isfinite(float(loss))
+    after = [np.array(weight) for weight in model.trainable_weights]
+    assert all(weight.dtype == np.float32 for weight in after)
+    assert max(np.abs(new - old).max() for new, old in zip(after, before, strict=True)) > 1e-3
+
+
+def test_auto_strategy_is_multi_worker_only_when_tf_config_names_several_tasks(monkeypatch):
+    monkeypatch.setattr(tf.distribute, "MultiWorkerMirroredStrategy", lambda: "multi-worker")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert make_strategy(DistributionSettings()).num_replicas_in_sync >= 1  # MirroredStrategy here
+    cluster = {"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    assert make_strategy(DistributionSettings()) == "multi-worker"
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["host1:2222"]}}))
+    assert make_strategy(DistributionSettings()) != "multi-worker"
