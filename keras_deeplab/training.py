@@ -31,7 +31,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_deeplab.evaluation import evaluate_model
+from keras_deeplab.losses import segmentation_loss_terms
+from keras_deeplab.model import DeepLab, build_model
 from keras_deeplab.recipes import DistributionSettings, Recipe, RecipeError, TrainSettings, load_recipe
+from keras_deeplab.visualize import colorize
 
 CHECKPOINT_PREFIX = "ckpt-"
 TEMPORARY_PREFIX = ".tmp-"
@@ -94,8 +98,6 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 def build_training_model(recipe: Recipe, num_replicas: int):
     """The recipe's DeepLab (synchronized batch norm over several replicas; frozen batch norm on request)."""
-    from keras_deeplab.model import build_model
-
     model = build_model(**recipe.model, sync_batch_norm=num_replicas > 1)
     if recipe.train.freeze_batch_norm:
         for layer in model.layers:
@@ -129,8 +131,6 @@ def make_train_step(
     weight decay by the number of replicas; the optimizer sums the replicas' gradients. The result is the
     global loss (float32 scalar): cross-entropy + weight_decay * sum(kernel ** 2) / 2.
     """
-    from keras_deeplab.losses import segmentation_loss_terms
-
     num_replicas = strategy.num_replicas_in_sync
     kernels = [variable for variable in model.trainable_variables if variable.name.endswith("kernel")]
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -252,11 +252,9 @@ def copy_weights_by_layer(model: keras.Model, source: keras.Model, where: str) -
         layer.set_weights(source_layers[name].get_weights())
 
 
-def load_trained_model(path: str, output_stride: int | None = None):
+def load_trained_model(path: str, output_stride: int | None = None) -> DeepLab:
     """A trained DeepLab from a `.keras` file, or from a run directory (its model.keras, else its latest
     checkpoint), optionally rebuilt at another `output_stride` with the same weights."""
-    from keras_deeplab.model import build_model
-
     final_model = os.path.join(path, "model.keras")
     if os.path.isdir(path) and os.path.isfile(final_model):
         path = final_model
@@ -266,12 +264,15 @@ def load_trained_model(path: str, output_stride: int | None = None):
             raise FileNotFoundError(f"{path}: neither model.keras nor a checkpoint in checkpoints/")
         checkpoint_path = folder.path(folder.steps()[-1])
         model = build_model(**{**checkpoint_model_config(checkpoint_path), "sync_batch_norm": False})
-        tf.train.Checkpoint(model=model).read(os.path.join(checkpoint_path, "ckpt")).expect_partial()
+        status = tf.train.Checkpoint(model=model).read(os.path.join(checkpoint_path, "ckpt"))
+        status.expect_partial().assert_existing_objects_matched()
     elif os.path.isfile(path):
         try:
             model = keras.saving.load_model(path)
         except Exception as error:
             raise ValueError(f"{path}: not a readable .keras model file ({error})") from error
+        if not isinstance(model, DeepLab):
+            raise ValueError(f"{path}: holds a {type(model).__name__}, not a DeepLab model made by build_model")
     else:
         raise FileNotFoundError(f"{path}: no such model file or run directory")
     if output_stride is not None and output_stride != model.build_config["output_stride"]:
@@ -467,8 +468,6 @@ class TrainingRun:
     def _log(self, writer, step: int, loss: float, learning_rate: float, batch) -> None:
         """TensorBoard: loss and learning rate; on its schedule, the first example's input, truth and prediction
         in the VOC colours."""
-        from keras_deeplab.visualize import colorize
-
         with writer.as_default(step=step):
             if step % self.recipe.log.every_steps == 0 or step == self.recipe.train.steps:
                 tf.summary.scalar("loss", loss)
@@ -482,8 +481,6 @@ class TrainingRun:
 
     def single_device_model(self):
         """The network as a plain float32 model outside any strategy (batch norm not synchronized)."""
-        from keras_deeplab.model import build_model
-
         with dtype_policy("float32"):
             copy = build_model(**self.model_config, name=self.model.name)
         copy.set_weights(self.model.get_weights())
@@ -491,8 +488,6 @@ class TrainingRun:
 
     def evaluate(self, model, source, step: int) -> dict[str, Any]:
         """Evaluate on the eval split (at eval.output_stride, scales and flips); log mIoU to TensorBoard."""
-        from keras_deeplab.evaluation import evaluate_model
-
         settings = self.recipe.eval
         if settings.output_stride is not None and settings.output_stride != model.build_config["output_stride"]:
             model = model.with_output_stride(settings.output_stride)

@@ -94,6 +94,13 @@ def test_trained_models_load_from_a_keras_file_or_a_run_directory(tmp_path):
     np.testing.assert_allclose(from_file.with_output_stride(16)(images), model(images), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="no such model file or run directory"):
         load_trained_model(str(tmp_path / "absent"))
+    (tmp_path / "corrupt.keras").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match=r"corrupt\.keras: not a readable \.keras model file"):
+        load_trained_model(str(tmp_path / "corrupt.keras"))
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "dense.keras")
+    with pytest.raises(ValueError, match=r"dense\.keras: holds a Functional, not a DeepLab model"):
+        load_trained_model(str(tmp_path / "dense.keras"))
 
 
 def tiny_recipe(tmp_path, *overrides):
