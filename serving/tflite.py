@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from keras_deeplab import constants
 from keras_deeplab.inference import PredictLogits, predict_class_map
@@ -94,7 +95,11 @@ def convert(
         raise ValueError("full_int8 needs representative images to calibrate the activation ranges")
     spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="images")
     function = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32), input_signature=[spec])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    # Variables frozen to constants first: converting the model's function with the model as its trackable
+    # object keeps them as resource variables (a 0.2 MB file that reads nothing), and without any trackable
+    # object TF 2.21 warns of a deprecated path.
+    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":

@@ -1,0 +1,115 @@
+"""`keras-deeplab predict` over .keras, SavedModel and .tflite (ours and TensorFlow's published layout)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map, random_image
+
+from keras_deeplab import constants
+from keras_deeplab.cli import main
+from keras_deeplab.inference import predict_class_map
+from serving.export import load_keras_model
+from serving.predict import load_predictor, predict_files
+
+
+@pytest.fixture
+def photos(tmp_path):
+    paths = []
+    for index, size in enumerate(ODD_SIZES):
+        path = tmp_path / f"photo{index}.png"
+        path.write_bytes(encode(random_image(*size, seed=index)))
+        paths.append(str(path))
+    return paths
+
+
+def _mask(path):
+    return np.array(Image.open(path))
+
+
+def test_keras_model_writes_palette_png_and_overlay(tmp_path, tmp_path_factory, photos, capsys):
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    out = tmp_path / "out"
+    assert main(["predict", *photos, "--model", keras_path, "--out", str(out)]) == 0
+    model = load_keras_model(keras_path)
+    for index, size in enumerate(ODD_SIZES):
+        mask = Image.open(out / f"photo{index}.png")
+        assert mask.mode == "P" and mask.size == size[::-1]
+        assert mask.getpalette()[: 3 * 21] == [value for color in constants.VOC_COLORMAP[:21] for value in color]
+        image = random_image(*size, seed=index)
+        np.testing.assert_array_equal(np.array(mask), keras_class_map(model, image))
+        overlay = Image.open(out / f"photo{index}_overlay.jpg")
+        assert overlay.format == "JPEG" and overlay.size == size[::-1]
+    assert "photo1_overlay.jpg" in capsys.readouterr().out
+
+
+def test_scales_and_flip_average_probabilities(tmp_path, tmp_path_factory, photos):
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    model = load_keras_model(keras_path)
+    predictor = load_predictor(keras_path)
+    [(mask_path, _)] = list(predict_files(photos[:1], predictor, tmp_path / "out", scales=(0.5, 1.25), flip=True))
+    image = random_image(*ODD_SIZES[0], seed=0)[np.newaxis]
+    expected = predict_class_map(lambda x: model(x, training=False), image, (0.5, 1.25), True)[0].numpy()
+    np.testing.assert_array_equal(_mask(mask_path), expected)
+    assert not np.array_equal(expected, keras_class_map(model, image[0]))  # the options changed the answer
+
+
+def test_saved_model_folder_gives_the_keras_answer(tmp_path, tmp_path_factory, photos):
+    keras_path, base_path = export_tiny_model(tmp_path_factory)
+    for model in (keras_path, base_path):  # the export base path: its highest version
+        assert main(["predict", *photos, "--model", model, "--out", str(tmp_path / model[-5:])]) == 0
+    for index in range(2):
+        np.testing.assert_array_equal(
+            _mask(tmp_path / keras_path[-5:] / f"photo{index}.png"),
+            _mask(tmp_path / base_path[-5:] / f"photo{index}.png"),
+        )
+
+
+def _published_style_tflite(path):
+    """A stand-in for TensorFlow's published DeepLab TFLite (no download here): (1, 257, 257, 3) float32 in
+    [-1, 1] -> (1, 257, 257, 21) logits, no metadata. Class c wins where the red channel is nearest -1 + c/10."""
+    centers = tf.constant(np.linspace(-1, 1, 21), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 257, 257, 3], tf.float32)])
+    def logits(pixels):
+        return -100.0 * tf.square(pixels[..., :1] - centers)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([logits.get_concrete_function()], tf.Module())
+    path.write_bytes(converter.convert())
+    return str(path)
+
+
+def test_published_style_tflite_takes_inputs_in_minus_one_to_one(tmp_path):
+    model = _published_style_tflite(tmp_path / "deeplabv3_257_mv_gpu.tflite")
+    image = np.zeros((90, 150, 3), np.uint8)
+    image[:, 75:, 0] = 255  # left half red 0 -> -1 -> class 0; right half red 255 -> +1 -> class 20
+    image[:, :, 1] = 128
+    photo = tmp_path / "half.png"
+    photo.write_bytes(encode(image))
+    assert main(["predict", str(photo), "--model", model, "--out", str(tmp_path / "out"), "--flip"]) == 0
+    mask = _mask(tmp_path / "out" / "half.png")
+    assert mask.shape == (90, 150)
+    assert np.all(mask[:, :70] == 0) and np.all(mask[:, 80:] == 20)
+    # read as [0, 255] (--input-range 0,255), red 0 stays 0: class 10 on the left
+    predictor = load_predictor(model, input_range=(0, 255))
+    [(mask_path, _)] = list(predict_files([str(photo)], predictor, tmp_path / "as255"))
+    assert np.all(_mask(mask_path)[:, :70] == 10) and np.all(_mask(mask_path)[:, 80:] == 20)
+
+
+def test_tflite_refuses_scales_and_bad_inputs_are_named(tmp_path, tmp_path_factory, photos, capsys):
+    model = _published_style_tflite(tmp_path / "m.tflite")
+    assert main(["predict", photos[0], "--model", model, "--out", str(tmp_path / "o"), "--scales", "0.5,1"]) == 1
+    assert "--scales" in capsys.readouterr().out
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(encode(random_image(30, 30), "JPEG")[:100])
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    assert main(["predict", str(broken), "--model", keras_path, "--out", str(tmp_path / "o")]) == 1
+    assert "broken.jpg: not a readable" in capsys.readouterr().out
+    not_model = tmp_path / "weights.h5"
+    not_model.write_bytes(b"x")
+    assert main(["predict", photos[0], "--model", str(not_model), "--out", str(tmp_path / "o")]) == 1
+    assert "expected a .keras file, a .tflite file or a SavedModel folder" in capsys.readouterr().out
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a flatbuffer")
+    assert main(["predict", photos[0], "--model", str(garbage), "--out", str(tmp_path / "o")]) == 1
+    assert "not a readable TFLite model" in capsys.readouterr().out
