@@ -1,10 +1,11 @@
 """The embedded default dataset: textured shapes on textured backgrounds, generated in memory from a seed.
 
 Each image shows 1..MAX_OBJECTS objects of four classes that differ in shape AND texture (a striped disc, a
-checkered box, a dotted triangle, a speckled cross), with radii from 0.16 to 0.36 of the image, at any angle,
-overlapping (a later object hides an earlier one), on a background of smooth random shading. Every
-region takes two random colours from one shared distribution, so colour says nothing about the class; only
-shape and texture do. Labels change across a IGNORE_LABEL band like VOC's object boundaries.
+checkered box, a dotted triangle, a speckled cross), with radii from 0.16 to 0.36 of the image, shapes turned
+at any angle (textures stay axis-aligned, so horizontal flips keep them), overlapping (a later object hides an
+earlier one), on a background of smooth random shading. Every region takes two random colours from one shared
+distribution, so colour says nothing about the class; only shape and texture do. Labels change across an
+IGNORE_LABEL band like VOC's object boundaries.
 
 Example `index` of split `split` depends only on (seed, split, index, image_size), never on `num_examples`.
 `baseline_scores` measures the two naive predictors that this set defeats (a constant and the best per-colour
@@ -27,16 +28,18 @@ MAX_OBJECTS = 3
 SIZE_RANGE = (0.16, 0.36)  # object radius as a fraction of the image size
 PERIOD_RANGE = (7.0, 11.0)  # texture period in pixels
 SPECKLE_CELL = 2  # pixels per random cell of the speckle texture
-MIN_COLOUR_DISTANCE = 90.0  # between the two colours of one region, so its texture shows
+OBJECT_CONTRAST = 140.0  # least RGB distance between the two colours of an object, so its texture shows
+BACKGROUND_CONTRAST = 60.0  # least RGB distance between the two ends of the background's shading
 NOISE_STDDEV = 6.0  # per-pixel Gaussian noise on every image
 SHAPE_REACH = 1.4  # no shape reaches further than this many `size`s from its centre
 BOUNDARY_RADIUS = 1  # pixels on each side of a label change marked IGNORE_LABEL
 
 
-def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _colour_pair(rng: np.random.Generator, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two random RGB colours at least `contrast` apart."""
     while True:
         first, second = rng.uniform(0, 255, (2, 3))
-        if np.linalg.norm(first - second) >= MIN_COLOUR_DISTANCE:
+        if np.linalg.norm(first - second) >= contrast:
             return first, second
 
 
@@ -102,7 +105,7 @@ def synthetic_example(split: str, index: int, image_size: int = IMAGE_SIZE, seed
     """Example `index` of `split`: (image uint8 (S, S, 3), mask uint8 (S, S) class ids or IGNORE_LABEL)."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
     y, x = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
-    first, second = _colour_pair(rng)
+    first, second = _colour_pair(rng, BACKGROUND_CONTRAST)
     shade = _background(image_size, rng)[..., None]
     image = (first * (1 - shade) + second * shade).astype(np.float32)
     labels = np.zeros((image_size, image_size), np.uint8)
@@ -114,9 +117,8 @@ def synthetic_example(split: str, index: int, image_size: int = IMAGE_SIZE, seed
         window = tuple(slice(max(int(c) - reach, 0), int(c) + reach + 1) for c in center)
         u, v = _rotated(y[window], x[window], center, rng.uniform(0, 2 * np.pi))
         inside = _shape(label, u, v, size, rng)
-        texture_u, texture_v = _rotated(y[window], x[window], center, rng.uniform(0, 2 * np.pi))
-        amount = _texture(label, texture_u, texture_v, rng)[..., None]
-        first, second = _colour_pair(rng)
+        amount = _texture(label, x[window] - center[1], y[window] - center[0], rng)[..., None]
+        first, second = _colour_pair(rng, OBJECT_CONTRAST)
         image[window] = np.where(inside[..., None], first * (1 - amount) + second * amount, image[window])
         labels[window][inside] = label
     image += NOISE_STDDEV * rng.standard_normal(image.shape, dtype=np.float32)
