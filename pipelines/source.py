@@ -105,6 +105,7 @@ class SegmentationSource:
         self.class_names = tuple(class_names)
         self.skip_bad = skip_bad
         self.skipped = SkippedExamples()
+        self._skipped_before_decoding = 0  # files already missing when the source was opened
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -141,6 +142,8 @@ class SegmentationSource:
             with _PYTHON_CALLS:
                 pair = self._guarded(read, *values)
             if pair is None:
+                if len(self.skipped) - self._skipped_before_decoding >= len(self):
+                    raise DataError(self.name, f"every example is bad, nothing to read. {self.skipped.report()}")
                 return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8)
             return pair
 
@@ -196,6 +199,7 @@ class FilePairSource(SegmentationSource):
             raise DataError(missing[0].file, missing[0].problem + others)
         for error in missing:
             self.skipped.record(error)
+        self._skipped_before_decoding = len(self.skipped)
         return present
 
     def __len__(self) -> int:

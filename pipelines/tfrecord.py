@@ -149,16 +149,14 @@ class TFRecordSource(SegmentationSource):
 
     def __len__(self) -> int:
         if self._length is None:
-            self._length = sum(1 for _ in self._serialized())
+            self._length = sum(1 for path in self.shards for _ in self._shard_records(path))
         return self._length
 
-    def _serialized(self) -> Iterator[tuple[str, bytes]]:
-        for path in self.shards:
-            try:
-                for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                    yield path, record
-            except tf.errors.OpError as error:
-                raise DataError(path, f"cannot read the TFRecord shard: {error.message}") from error
+    def _shard_records(self, path: str) -> Iterator[bytes]:
+        try:
+            yield from tf.data.TFRecordDataset(path).as_numpy_iterator()
+        except tf.errors.OpError as error:
+            raise DataError(path, f"cannot read the TFRecord shard: {error.message}") from error
 
     def _decode(self, shard: str, serialized: bytes) -> Example:
         try:
@@ -172,10 +170,16 @@ class TFRecordSource(SegmentationSource):
         return (*decode_pair(image_data, mask_data, self.table, where, where), name)
 
     def examples(self) -> Iterator[Example]:
-        for shard, serialized in self._serialized():
-            example = self._guarded(self._decode, shard, serialized)
-            if example is not None:
-                yield example
+        for path in self.shards:
+            try:
+                for serialized in self._shard_records(path):
+                    example = self._guarded(self._decode, path, serialized)
+                    if example is not None:
+                        yield example
+            except DataError as error:  # with skip_bad, only an unreadable shard gets here: skip its rest
+                if not self.skip_bad:
+                    raise
+                self.skipped.record(error)
 
     def records(self) -> tf.data.Dataset:
         files = tf.data.Dataset.from_tensor_slices(self.shards)

@@ -111,3 +111,27 @@ def test_convert_refuses_bad_input_and_leaves_no_shard(tmp_path, capsys):
     assert main([*arguments, "--out", out, "--skip-bad"]) == 0
     assert "1 bad example(s) skipped" in capsys.readouterr().out
     assert len(open_source("tfrecord", out, "train")) == 1
+
+
+def test_training_on_nothing_but_bad_pairs_fails_instead_of_spinning(tmp_path):
+    plant_bad_pairs(str(tmp_path))
+    with open(tmp_path / "ImageSets" / "Segmentation" / "train.txt", "w") as file:
+        file.write("truncated_image\nlabel_42\nmissing_image\n")
+    source = open_source("voc", str(tmp_path), "train", skip_bad=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="voc/train: every example is bad"):
+        next(iter(training_dataset(source, crop_size=17, batch_size=1)))
+
+
+def test_a_truncated_tfrecord_shard_is_named(tmp_path, capsys):
+    from pipelines import write_tfrecords
+
+    fixtures.write_voc(str(tmp_path / "voc"))
+    out = tmp_path / "records"
+    write_tfrecords(open_source("voc", str(tmp_path / "voc"), "train"), str(out), shards=2)
+    shard = out / "train-00001-of-00002.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-20])
+    with pytest.raises(DataError, match=r"train-00001-of-00002\.tfrecord: cannot read the TFRecord shard"):
+        list(open_source("tfrecord", str(out), "train").examples())
+    assert main(["data", "check", "--format", "tfrecord", "--root", str(out), "--split", "train", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 2 and [item["file"] for item in report["bad"]] == [str(shard)]
