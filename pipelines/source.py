@@ -49,10 +49,10 @@ class _PythonCallsInTFData:
 
     def __enter__(self):
         with self._lock:
+            self._last_activity = time.monotonic()
             if self._closing:
                 raise RuntimeError("the Python interpreter is exiting")
             self._running += 1
-            self._last_activity = time.monotonic()
 
     def __exit__(self, *exc_info):
         with self._lock:
@@ -136,7 +136,11 @@ class SegmentationSource:
             return None
 
     def _numpy_pair(self, read: Callable[..., tuple[np.ndarray, np.ndarray]], *args: tf.Tensor):
-        """Run `read` (bytes args decoded to str where they are paths) inside the graph via tf.numpy_function."""
+        """`read(*args as numpy values)` -> (image, mask) inside the graph, through tf.numpy_function.
+
+        A DataError surfaces as the op's error (with the file's name in its message) unless skip_bad is set;
+        then the pair becomes an empty placeholder, and once every example has been skipped it is an error.
+        """
 
         def run(*values):
             with _PYTHON_CALLS:
