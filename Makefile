@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/keras-deeplab info --backbone resnet101 --output-stride 16 --input-size 513 --summary
+	$(VENV)/bin/keras-deeplab demo --out runs/demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

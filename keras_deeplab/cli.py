@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "serving.client",
     "serving.predict",
     "serving.tflite",
+    "keras_deeplab.demo",
 )
 
 
