@@ -55,16 +55,18 @@ def main() -> None:
         iterator = iter(dataset)
         for _ in range(5):  # warm-up: tracing, thread pools, autotuning
             next(iterator)
+        load = os.getloadavg()[0]  # other work on the machine lowers the figure
         start = time.perf_counter()
         for _ in range(args.batches):
             images, masks = next(iterator)
         elapsed = time.perf_counter() - start
     assert images.shape == (args.batch_size, args.crop_size, args.crop_size, 3) and masks.dtype == np.uint8
     rate = args.batches * args.batch_size / elapsed
+    cache = "on" if args.cache else "off"
     print(
         f"training pipeline: {rate:.1f} images/s ({WIDTH}x{HEIGHT} JPEG -> scale 0.5..2.0, pad, "
-        f"{args.crop_size}x{args.crop_size} crop, flip; batch {args.batch_size}; {os.cpu_count()} CPUs; "
-        f"cache={'on' if args.cache else 'off'})"
+        f"{args.crop_size}x{args.crop_size} crop, flip; batch {args.batch_size}, cache {cache}; "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} before timing)"
     )
 
 
