@@ -12,8 +12,10 @@ from pipelines.tfds_source import TFDSSource
 from pipelines.tfrecord import TFRecordSource
 
 
-def open_tfds(root: str | None, split: str, dataset: str, skip_bad: bool = False) -> TFDSSource:
+def open_tfds(root: str | None, split: str, dataset: str | None = None, skip_bad: bool = False) -> TFDSSource:
     """TFDS `dataset` (oxford_iiit_pet, scene_parse150, cityscapes) prepared in data_dir `root`."""
+    if dataset is None:
+        raise ValueError("format 'tfds' needs the dataset name: option dataset=... (command line: --tfds-name)")
     return TFDSSource(dataset, split, root, skip_bad=skip_bad)
 
 
