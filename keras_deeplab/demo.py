@@ -167,7 +167,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: tuple[str, ...] = (), num_re
         }
 
     with clock.stage("TFLite full int8, checked against Keras"):
-        size = recipe.data.crop_size
+        size = max(check["image_height_range"][1], check["image_width_range"][1])  # the images' own size
         representative = [image for image, _, _ in itertools.islice(train_source.examples(), 32)]
         tflite_path = os.path.join(out_dir, f"deeplab_full_int8_{size}.tflite")
         write_bytes_atomically(tflite_path, convert(model, "full_int8", size, representative))
