@@ -1,0 +1,195 @@
+"""keras-deeplab beside its peers, in one run on this machine: forward time, training step time, peak memory.
+
+Peers: the TF Model Garden's `seg_deeplabv3_pascal` (DeepLabv3 ResNet-101 at output stride 16; its own venv) and
+keras-hub's DeepLabV3 segmenter on a ResNet-101 v1 encoder (keras-hub has no atrous encoder: its ASPP runs on the
+stride-32 feature, the only way it builds). Every measurement runs in a process of its own (batch 1 forward at
+513x513; batch 2 SGD step at crop 513), medians after warm-up. Also keras-deeplab's achieved GFLOP/s beside the
+machine's float32 matmul rate. Prints a table and writes JSON (--out).
+
+Usage: python benchmarks/compare.py [--runs 3] [--train-steps 2] [--out benchmarks/compare.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers
+
+SIZE = 513
+SIDES = {
+    "ours_os16": "keras-deeplab DeepLabv3 R101 OS16",
+    "ours_os16_xla": "keras-deeplab DeepLabv3 R101 OS16, XLA",
+    "ours_os8": "keras-deeplab DeepLabv3 R101 OS8",
+    "modelgarden": "Model Garden seg_deeplabv3_pascal OS16",
+    "kerashub": "keras-hub DeepLabV3 R101 (stride 32)",
+}
+
+
+def random_batch(tf, batch: int):
+    images = tf.random.stateless_uniform((batch, SIZE, SIZE, 3), (0, 1), 0, 255)
+    labels = tf.random.stateless_uniform((batch, SIZE, SIZE), (0, 2), 0, 21, dtype=tf.int32)
+    return images, labels
+
+
+def build(side: str):
+    """(model, forward function on float32 pixels, train step on (images, labels) or None) for `side`."""
+    import tensorflow as tf
+
+    if side.startswith("ours"):
+        from keras_deeplab import build_model
+        from keras_deeplab.recipes import load_recipe
+        from keras_deeplab.training import make_optimizer, make_train_step
+
+        model = build_model(8 if side == "ours_os8" else 16, backbone="resnet101", input_shape=(SIZE, SIZE, 3))
+        forward = tf.function(lambda x: model(x, training=False), jit_compile=side.endswith("xla"))
+        if side != "ours_os16":
+            return model, forward, None
+        settings = load_recipe("voc_resnet101_os16").train  # SGD momentum 0.9, poly LR, weight decay
+        optimizer = make_optimizer(settings, "float32")
+        optimizer.build(model.trainable_variables)
+        step = make_train_step(model, optimizer, tf.distribute.get_strategy(), settings)
+        return model, forward, lambda images, labels: step((images, tf.cast(labels, tf.uint8)))
+    if side == "modelgarden":
+        import tf_keras
+        from official.core import exp_factory, task_factory
+        from official.vision import registry_imports  # noqa: F401  (registers the vision experiments)
+
+        config = exp_factory.get_exp_config("seg_deeplabv3_pascal")
+        config.task.init_checkpoint = None  # a gs:// path: nothing is downloaded, weights stay random
+        task = task_factory.get_task(config.task)
+        model = task.build_model()
+        optimizer = tf_keras.optimizers.SGD(learning_rate=0.007, momentum=0.9)
+        forward = tf.function(lambda x: model(x, training=False))
+
+        @tf.function
+        def train_step(images, labels):
+            return task.train_step((images, {"masks": labels[..., None]}), model, optimizer)[task.loss]
+
+        return model, forward, train_step
+    import keras
+    import keras_hub
+
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128, 256, 512],
+        stackwise_num_blocks=[3, 4, 23, 3],
+        stackwise_num_strides=[1, 2, 2, 2],
+        block_type="bottleneck_block",
+        image_shape=(SIZE, SIZE, 3),
+    )
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder, spatial_pyramid_pooling_key="P5", upsampling_size=8, dilation_rates=[6, 12, 18]
+    )
+    model = keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=21)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.007, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    forward = tf.function(lambda x: model(x, training=False))
+    # Its stride-32 encoder rounds 513 up: the logits are 544x544, so the labels are padded to match.
+    padding = int(forward(tf.zeros((1, SIZE, SIZE, 3))).shape[1]) - SIZE
+    return (
+        model,
+        forward,
+        lambda images, labels: model.train_on_batch(images, tf.pad(labels, [[0, 0], [0, padding], [0, padding]])),
+    )
+
+
+def measure(side: str, runs: int, train_steps: int) -> dict:
+    import tensorflow as tf
+
+    model, forward, train_step = build(side)
+    pixels, _ = random_batch(tf, 1)
+    result = {"side": side, "parameters": int(model.count_params())}
+    result["output_shape"] = [int(t.shape[1]) for t in tf.nest.flatten(forward(pixels))][:1]
+    result["forward"] = peers.median_seconds(
+        lambda: [t.numpy() for t in tf.nest.flatten(forward(pixels))], runs, warmup=2
+    )
+    result["forward_peak_mib"] = peers.peak_memory_mib()
+    if side.startswith("ours"):
+        from keras_deeplab.complexity import multiply_adds
+
+        result["multiply_adds"] = multiply_adds(model)
+    if train_step is not None and train_steps:
+        images, labels = random_batch(tf, 2)
+        result["train_step"] = peers.median_seconds(lambda: float(train_step(images, labels)), train_steps, warmup=1)
+        result["train_peak_mib"] = peers.peak_memory_mib()
+    return result
+
+
+def matmul_rate() -> dict:
+    """float32 4096x4096 matmul GFLOP/s on this machine (median of 5 after warm-up)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((4096, 4096))
+    timing = peers.median_seconds(lambda: tf.linalg.matmul(a, a).numpy(), runs=5, warmup=2)
+    return {"side": "matmul", "gflops": 2 * 4096**3 / timing["median_s"] / 1e9}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="timed forward passes per model")
+    parser.add_argument("--train-steps", type=int, default=2, help="timed training steps per model (0: none)")
+    parser.add_argument("--sides", nargs="+", choices=[*SIDES], default=[*SIDES])
+    parser.add_argument("--out", default=os.path.join(peers.ROOT, "benchmarks", "compare.json"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one side in this process
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(matmul_rate() if args.one == "matmul" else measure(args.one, args.runs, args.train_steps)))
+        return 0
+    script = os.path.abspath(__file__)
+    options = ["--runs", str(args.runs), "--train-steps", str(args.train_steps)]
+    results = {"matmul": peers.run_json(sys.executable, script, ["--one", "matmul"])}
+    for side in args.sides:
+        python, pythonpath = sys.executable, peers.ROOT
+        if side == "modelgarden":
+            python = peers.ensure_model_garden_python()
+        elif side == "kerashub":
+            pythonpath = os.pathsep.join([peers.ROOT, peers.ensure_keras_hub_path()])
+        print(f"measuring {SIDES[side]} ...", flush=True)
+        results[side] = peers.run_json(python, script, ["--one", side, *options], pythonpath)
+    results["cpu_cores"] = os.cpu_count()
+    results["load_average"] = os.getloadavg()
+    print_table(results)
+    temporary = f"{args.out}.tmp"
+    with open(temporary, "w", encoding="utf8") as handle:
+        json.dump(results, handle, indent=2)
+    os.replace(temporary, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def print_table(results: dict) -> None:
+    print(
+        f"\n{results['cpu_cores']} CPU cores, load average {results['load_average'][0]:.1f}; batch 1 forward at "
+        f"{SIZE}x{SIZE}, batch 2 SGD step at crop {SIZE}; float32 matmul {results['matmul']['gflops']:.0f} GFLOP/s"
+    )
+    print(f"{'model':<42}{'params':>12}{'forward s':>11}{'peak MiB':>10}{'step s':>9}{'peak MiB':>10}{'GFLOP/s':>9}")
+    for side, name in SIDES.items():
+        if side not in results:
+            continue
+        r = results[side]
+        step = r.get("train_step", {}).get("median_s")
+        gflops = 2 * r["multiply_adds"] / r["forward"]["median_s"] / 1e9 if "multiply_adds" in r else None
+        print(
+            f"{name:<42}{r['parameters']:>12,}{r['forward']['median_s']:>11.2f}{r['forward_peak_mib']:>10.0f}"
+            f"{'' if step is None else f'{step:.2f}':>9}{r.get('train_peak_mib', 0) or '':>10}"
+            f"{'' if gflops is None else f'{gflops:.0f}':>9}"
+        )
+    ours = results.get("ours_os16", {})
+    for peer in ("modelgarden", "kerashub"):
+        if peer in results and ours:
+            forward = results[peer]["forward"]["median_s"] / ours["forward"]["median_s"]
+            line = f"{SIDES[peer]}: ours is {forward:.2f}x faster forward"
+            if "train_step" in results[peer] and "train_step" in ours:
+                line += f", {results[peer]['train_step']['median_s'] / ours['train_step']['median_s']:.2f}x per step"
+            print(line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
