@@ -62,7 +62,7 @@ def test_empty_or_mismatched_datasets_fail_before_predicting(model):
 def test_evaluate_command_prints_json_with_the_issue_keys(model, tmp_path, capsys):
     model.save(tmp_path / "model.keras")
     argv = ["evaluate", "--model", str(tmp_path / "model.keras"), "--format", "synthetic", "--split", "val"]
-    argv += ["--output-stride", "8", "--scales", "0.5,1.0", "--max-examples", "2", "--json"]
+    argv += ["--output-stride", "8", "--scales", "0.5,1.0", "--flip", "--max-examples", "2", "--json"]
     assert cli.main(argv) == 0
     results = json.loads(capsys.readouterr().out)
     assert {"miou", "pixel_accuracy", "per_class_iou"} <= set(results)
