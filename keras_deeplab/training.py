@@ -386,6 +386,7 @@ def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool
         raise FileNotFoundError(f"{recipe.source}: model.backbone_weights: no such file {weights!r}")
     train_source, eval_source = open_sources(recipe)
     policy = precision_policy(recipe.train.precision)
+    keras.utils.set_random_seed(recipe.train.seed)  # initial weights and dropout: a run is repeatable
     started = time.time()
     with dtype_policy(policy):
         run = TrainingRun(recipe, strategy, policy, progress)
