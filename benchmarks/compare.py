@@ -183,7 +183,8 @@ def print_table(results: dict) -> None:
         gflops = 2 * r["multiply_adds"] / r["forward"]["median_s"] / 1e9 if "multiply_adds" in r else None
         print(
             f"{name:<42}{r['parameters']:>12,}{r['forward']['median_s']:>11.2f}{r['forward_peak_mib']:>10.0f}"
-            f"{'' if step is None else f'{step:.2f}':>9}{r.get('train_peak_mib', 0) or '':>10}"
+            f"{'' if step is None else f'{step:.2f}':>9}"
+            f"{'' if step is None else round(r['train_peak_mib']):>10}"
             f"{'' if gflops is None else f'{gflops:.0f}':>9}"
         )
     ours = results.get("ours_os16", {})
