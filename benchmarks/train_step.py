@@ -23,9 +23,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL_GARDEN_VENV = os.path.join(ROOT, ".venv-modelgarden")
-MODEL_GARDEN_REQUIREMENT = "tf-models-official==2.20.*"
 
 
 def random_batch(tf, batch: int, crop: int):
@@ -111,16 +112,6 @@ def measure_model_garden(args) -> dict:
     return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, "times": times}
 
 
-def ensure_model_garden_venv() -> str:
-    """The Model Garden environment's python, creating `.venv-modelgarden/` first when it is missing."""
-    python = os.path.join(MODEL_GARDEN_VENV, "bin", "python")
-    if not os.path.isfile(python):
-        print(f"creating {MODEL_GARDEN_VENV} with {MODEL_GARDEN_REQUIREMENT} (about 2.5 minutes, 3.3 GB)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", MODEL_GARDEN_VENV], check=True)
-        subprocess.run([python, "-m", "pip", "install", "--quiet", MODEL_GARDEN_REQUIREMENT], check=True)
-    return python
-
-
 def run_side(python: str, side: str, args) -> dict:
     command = [python, os.path.abspath(__file__), "--one", side, "--steps", str(args.steps)]
     command += ["--warmup", str(args.warmup), "--crop", str(args.crop), "--batch", str(args.batch)]
@@ -150,7 +141,7 @@ def main() -> int:
         return 0
     sides = [("keras-deeplab DeepLabv3 ResNet-101", sys.executable, "ours")]
     if not args.no_model_garden:
-        sides.append(("Model Garden seg_deeplabv3_pascal", ensure_model_garden_venv(), "modelgarden"))
+        sides.append(("Model Garden seg_deeplabv3_pascal", peers.ensure_model_garden_python(), "modelgarden"))
     print(
         f"crop {args.crop}, batch {args.batch} per replica, output stride 16, {args.precision}, "
         f"{os.cpu_count()} CPU cores, median of {args.steps} steps after {args.warmup}"
