@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import time
 
 import numpy as np
@@ -23,15 +23,8 @@ from pipelines import synthetic_source
 from serving.export import load_keras_model
 from serving.tflite import QUANTIZATIONS, TFLiteModel, convert, fit_and_pad
 
-
-def median_seconds(run, runs: int) -> float:
-    run()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers
 
 
 def main() -> None:
@@ -54,7 +47,7 @@ def main() -> None:
     pixels = fit_and_pad(images[0], size)[0][np.newaxis]
 
     forward = tf.function(lambda x: model(x, training=False))
-    keras_s = median_seconds(lambda: forward(pixels).numpy(), args.runs)
+    keras_s = peers.median_seconds(lambda: forward(pixels).numpy(), args.runs, warmup=1)["median_s"]
     print(f"{'model':<14}{'size MB':>9}{'convert s':>11}{'latency ms':>12}{'vs Keras':>10}")
     print(f"{'keras':<14}{model.count_params() * 4 / 1e6:>9.1f}{'':>11}{keras_s * 1000:>12.0f}{1:>9.2f}x")
     for quantization in args.quantization:
@@ -62,7 +55,7 @@ def main() -> None:
         flatbuffer = convert(model, quantization, size, images)
         converted_s = time.perf_counter() - started
         tflite = TFLiteModel(flatbuffer, num_threads=args.threads)
-        latency_s = median_seconds(lambda tflite=tflite: tflite.run(pixels), args.runs)
+        latency_s = peers.median_seconds(lambda tflite=tflite: tflite.run(pixels), args.runs, warmup=1)["median_s"]
         print(
             f"{quantization:<14}{tflite.size_bytes / 1e6:>9.1f}{converted_s:>11.0f}"
             f"{latency_s * 1000:>12.0f}{keras_s / latency_s:>9.2f}x"
