@@ -31,11 +31,11 @@ def shared_path(tmp_path_factory, name: str, make: Callable[[str], None]) -> str
     return str(path)
 
 
-def varied_tiny_model(seed: int = 0) -> keras.Model:
-    """A tiny untrained DeepLab whose class maps vary from pixel to pixel (a random logits layer, scaled up),
-    so that comparisons of class maps can fail."""
+def varied_tiny_model(seed: int = 0, **options) -> keras.Model:
+    """A tiny untrained DeepLab (`options` for build_model, TINY by default), seeded, whose class maps vary from
+    pixel to pixel (a random logits layer, scaled up), so that comparisons of class maps can fail."""
     keras.utils.set_random_seed(seed)
-    model = build_model(16, num_classes=NUM_CLASSES, **TINY)
+    model = build_model(16, num_classes=NUM_CLASSES, **(options or TINY))
     logits = model.get_layer("logits")
     rng = np.random.default_rng(seed)
     logits.kernel.assign(rng.normal(0, 3.0, logits.kernel.shape).astype("float32"))
