@@ -27,13 +27,14 @@ from PIL import Image
 
 import pipelines
 from keras_deeplab.evaluation import evaluate_model, format_table
+from keras_deeplab.files import write_bytes, write_json
 from keras_deeplab.inference import predict_class_map
 from keras_deeplab.recipes import load_recipe
-from keras_deeplab.training import load_trained_model, open_sources, train, write_json
+from keras_deeplab.training import load_trained_model, open_sources, train
 from serving.client import ServingError, predict_class_maps, request_json
 from serving.export import export_saved_model, folder_bytes
 from serving.predict import write_outputs
-from serving.tflite import TFLiteModel, compare_with_keras, convert, write_bytes_atomically
+from serving.tflite import TFLiteModel, compare_with_keras, convert
 
 MODEL_NAME = "deeplab"
 MULTI_SCALES = (0.75, 1.0, 1.25)
@@ -170,7 +171,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: tuple[str, ...] = (), num_re
         size = max(check["image_height_range"][1], check["image_width_range"][1])  # the images' own size
         representative = [image for image, _, _ in itertools.islice(train_source.examples(), 32)]
         tflite_path = os.path.join(out_dir, f"deeplab_full_int8_{size}.tflite")
-        write_bytes_atomically(tflite_path, convert(model, "full_int8", size, representative))
+        write_bytes(tflite_path, convert(model, "full_int8", size, representative))
         report = compare_with_keras(model, {"full_int8": TFLiteModel(tflite_path)}, val_source.examples())
         print(
             f"{tflite_path}: {report['full_int8']['size_mb']:.2f} MB; pixel agreement with Keras "

@@ -32,13 +32,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.evaluation import evaluate_model
+from keras_deeplab.files import TEMPORARY_PREFIX, atomic_path, read_json, write_json
 from keras_deeplab.losses import segmentation_loss_terms
 from keras_deeplab.model import DeepLab, build_model
 from keras_deeplab.recipes import DistributionSettings, Recipe, RecipeError, TrainSettings, load_recipe
 from keras_deeplab.visualize import colorize
 
 CHECKPOINT_PREFIX = "ckpt-"
-TEMPORARY_PREFIX = ".tmp-"
 
 
 class CheckpointMismatchError(ValueError):
@@ -192,17 +192,18 @@ class CheckpointFolder:
 
     def save(self, checkpoint: tf.train.Checkpoint, step: int, model_config: dict) -> None:
         """Write the checkpoint of `step`. Every worker of a cluster calls this; only the writer keeps it."""
-        parent = self.folder if self.writer else tempfile.gettempdir()
-        temporary = tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{step}-", dir=parent)
-        checkpoint.write(os.path.join(temporary, "ckpt"))
         if not self.writer:
-            shutil.rmtree(temporary, ignore_errors=True)
+            scratch = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX)
+            checkpoint.write(os.path.join(scratch, "ckpt"))  # every worker takes part in the collective write
+            shutil.rmtree(scratch, ignore_errors=True)
             return
-        write_json(os.path.join(temporary, "model.json"), model_config)
         final = self.path(step)
-        if os.path.isdir(final):
-            self._remove(final)
-        os.replace(temporary, final)
+        with atomic_path(final) as temporary:
+            os.makedirs(temporary)
+            checkpoint.write(os.path.join(temporary, "ckpt"))
+            write_json(os.path.join(temporary, "model.json"), model_config)
+            if os.path.isdir(final):
+                self._remove(final)
         for old_step in self.steps()[: -self.keep]:
             self._remove(self.path(old_step))
 
@@ -278,30 +279,6 @@ def load_trained_model(path: str, output_stride: int | None = None) -> DeepLab:
     if output_stride is not None and output_stride != model.build_config["output_stride"]:
         model = model.with_output_stride(output_stride)
     return model
-
-
-# Files.
-
-
-def write_json(path: str, value: Any) -> None:
-    """JSON to `path` through a temporary name in the same folder and a rename."""
-    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=TEMPORARY_PREFIX)
-    with os.fdopen(descriptor, "w", encoding="utf8") as handle:
-        json.dump(value, handle, indent=2)
-        handle.write("\n")
-    os.replace(temporary, path)
-
-
-def read_json(path: str) -> Any:
-    with open(path, encoding="utf8") as handle:
-        return json.load(handle)
-
-
-def save_model_atomically(model: keras.Model, path: str) -> None:
-    """`model.save(path)` (a .keras file) through a temporary name in the same folder and a rename."""
-    temporary = os.path.join(os.path.dirname(path), f"{TEMPORARY_PREFIX}{os.getpid()}-{os.path.basename(path)}")
-    model.save(temporary)
-    os.replace(temporary, path)
 
 
 # Data.
@@ -400,7 +377,8 @@ def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool
         "seconds": round(time.time() - started, 1),
     }
     if run.chief:
-        save_model_atomically(final_model, result["model_path"])
+        with atomic_path(result["model_path"]) as temporary:
+            final_model.save(temporary)
         write_json(result_path, result)
     return result
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
 
 from keras_deeplab.constants import VOC_COLORMAP
+from keras_deeplab.files import atomic_path
 
 _PALETTE = np.asarray(VOC_COLORMAP, dtype=np.uint8)  # (256, 3)
 
@@ -45,14 +45,6 @@ def save_palette_png(path: str | os.PathLike, mask: np.ndarray) -> None:
 
 
 def save_image_atomically(picture: Image.Image, path: str | os.PathLike, **save_options) -> None:
-    """`picture.save(path)` through a temporary name in the same folder and a rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(descriptor)
-    try:
+    """`picture.save(path, **save_options)`, whole or not at all."""
+    with atomic_path(path) as temporary:
         picture.save(temporary, **save_options)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -9,15 +9,16 @@ temporary name and renamed once complete.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from keras_deeplab.files import atomic_path, write_json
 from pipelines.decode import decode_pair, encode_png, label_table
 from pipelines.errors import DataError
 from pipelines.source import Example, SegmentationSource
@@ -46,14 +47,6 @@ def shard_path(out_dir: str, split: str, shard: int, shards: int) -> str:
     return os.path.join(out_dir, f"{split}-{shard:05d}-of-{shards:05d}.tfrecord")
 
 
-def _write_json(path: str, value: Any) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(value, file, indent=2)
-        file.write("\n")
-    os.replace(temporary, path)
-
-
 def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, split: str | None = None) -> dict:
     """Write every example of `source` to `shards` TFRecord files in `out_dir` (round-robin), then `{split}.json`.
 
@@ -66,33 +59,29 @@ def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, s
     split = split or source.name.rsplit("/", 1)[-1]
     os.makedirs(out_dir, exist_ok=True)
     paths = [shard_path(out_dir, split, shard, shards) for shard in range(shards)]
-    temporaries = [f"{path}.tmp-{os.getpid()}" for path in paths]
     counts = [0] * shards
-    writers = [tf.io.TFRecordWriter(path) for path in temporaries]
-    try:
-        for index, example in enumerate(source.encoded_examples()):
-            height, width = example.mask.shape
-            features = {
-                IMAGE_KEY: _bytes(example.image_data),
-                IMAGE_FORMAT_KEY: _bytes(example.image_format.encode()),
-                NAME_KEY: _bytes(example.name.encode()),
-                HEIGHT_KEY: _int(height),
-                WIDTH_KEY: _int(width),
-                CHANNELS_KEY: _int(3),
-                MASK_KEY: _bytes(encode_png(example.mask)),
-                MASK_FORMAT_KEY: _bytes(b"png"),
-            }
-            record = tf.train.Example(features=tf.train.Features(feature=features))
-            writers[index % shards].write(record.SerializeToString())
-            counts[index % shards] += 1
-    except BaseException:
-        for writer, temporary in zip(writers, temporaries, strict=True):
-            writer.close()
-            os.remove(temporary)
-        raise
-    for writer, temporary, path in zip(writers, temporaries, paths, strict=True):
-        writer.close()
-        os.replace(temporary, path)
+    with contextlib.ExitStack() as renames:  # every shard renamed into place only when all are complete
+        temporaries = [renames.enter_context(atomic_path(path)) for path in paths]
+        writers = [tf.io.TFRecordWriter(temporary) for temporary in temporaries]
+        try:
+            for index, example in enumerate(source.encoded_examples()):
+                height, width = example.mask.shape
+                features = {
+                    IMAGE_KEY: _bytes(example.image_data),
+                    IMAGE_FORMAT_KEY: _bytes(example.image_format.encode()),
+                    NAME_KEY: _bytes(example.name.encode()),
+                    HEIGHT_KEY: _int(height),
+                    WIDTH_KEY: _int(width),
+                    CHANNELS_KEY: _int(3),
+                    MASK_KEY: _bytes(encode_png(example.mask)),
+                    MASK_FORMAT_KEY: _bytes(b"png"),
+                }
+                record = tf.train.Example(features=tf.train.Features(feature=features))
+                writers[index % shards].write(record.SerializeToString())
+                counts[index % shards] += 1
+        finally:
+            for writer in writers:
+                writer.close()
     metadata = {
         "format": METADATA_FORMAT,
         "source": source.name,
@@ -104,7 +93,7 @@ def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, s
         "examples_per_shard": counts,
         "skipped": source.skipped.as_list(),
     }
-    _write_json(os.path.join(out_dir, f"{split}.json"), metadata)
+    write_json(os.path.join(out_dir, f"{split}.json"), metadata)
     return metadata
 
 

@@ -28,6 +28,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from keras_deeplab import constants
+from keras_deeplab.files import write_bytes
 from keras_deeplab.inference import PredictLogits, predict_class_map
 from keras_deeplab.metrics import MeanIoU
 
@@ -283,20 +284,6 @@ def compare_with_keras(
     return report
 
 
-def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary name in the same folder and a rename."""
-    path = os.fspath(path)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def variant_path(out_dir: str | os.PathLike, model_path: str | os.PathLike, quantization: str, size: int) -> str:
     """`out_dir/<model stem>_<quantization>_<size>.tflite`."""
     stem = os.path.splitext(os.path.basename(os.fspath(model_path)))[0]
@@ -370,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     variants = {}
     for quantization in args.quantization:
         path = variant_path(args.out, args.model, quantization, args.input_size)
-        write_bytes_atomically(path, convert(model, quantization, args.input_size, representative))
+        write_bytes(path, convert(model, quantization, args.input_size, representative))
         variants[quantization] = TFLiteModel(path)
         print(f"wrote {path} ({variants[quantization].size_bytes / 1e6:.2f} MB)")
     report = compare_with_keras(model, variants, examples)

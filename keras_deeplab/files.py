@@ -1,0 +1,45 @@
+"""Files written whole or not at all: every writer of the project goes through `atomic_path`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+TEMPORARY_PREFIX = ".tmp-"  # names that a killed writer may leave behind; readers skip them
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary name beside `path` (same folder, same extension); rename it to `path` when the block
+    ends without error, remove it (file or folder) when it raises."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{os.getpid()}-{name}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.isdir(temporary):
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        handle.write(data)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """`value` as indented JSON with a final newline."""
+    write_bytes(path, (json.dumps(value, indent=2) + "\n").encode("utf8"))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf8") as handle:
+        return json.load(handle)
