@@ -53,6 +53,41 @@ class PixelNormalization(layers.Layer):
         return config
 
 
+def dilated_conv2d(inputs: tf.Tensor, kernel: tf.Tensor, rate: Sequence[int], padding: str) -> tf.Tensor:
+    """Stride-1 conv of `inputs` (B, H, W, C) by `kernel` (kh, kw, C, F) at dilation `rate` (2 ints).
+
+    The forward pass is TensorFlow's dilated Conv2D kernel itself; `tf.nn.convolution` (what Keras calls)
+    instead wraps the conv in SpaceToBatchND/BatchToSpaceND, whose reshuffles cost as much as 60% of the conv
+    on CPU at the ASPP's rate 18 (`benchmarks/profile_forward.py`). TensorFlow's CPU kernels have no dilated
+    gradient, so the gradient is that of the space-to-batch form: the same function, differentiated anywhere.
+    """
+    inputs, kernel = tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel)
+    rate, padding = list(rate), padding.upper()
+
+    @tf.custom_gradient
+    def convolve(x, k):
+        def gradient(upstream):
+            with tf.GradientTape() as tape:
+                tape.watch([x, k])
+                y = tf.nn.convolution(x, k, padding=padding, dilations=rate)
+            return tape.gradient(y, [x, k], output_gradients=upstream)
+
+        return tf.nn.conv2d(x, k, strides=1, padding=padding, dilations=rate), gradient
+
+    return convolve(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package="keras_deeplab")
+class AtrousConv2D(layers.Conv2D):
+    """`layers.Conv2D` whose dilated, stride-1 form runs through `dilated_conv2d`: the same variables, names
+    and results as Conv2D (weights move between the two), a faster forward pass on CPU."""
+
+    def convolution_op(self, inputs, kernel):
+        if max(self.dilation_rate) == 1 or max(self.strides) > 1 or self.data_format != "channels_last":
+            return super().convolution_op(inputs, kernel)
+        return dilated_conv2d(inputs, kernel, self.dilation_rate, self.padding)
+
+
 @dataclass(frozen=True)
 class NormSettings:
     """How every batch-norm layer of a model is made (the same settings in every replica)."""
@@ -94,6 +129,6 @@ def conv_bn_relu(
         kernel_size, rate, conv_name, bn_name = 1, 1, f"{name}_pointwise", f"{name}_pointwise_bn"
     else:
         conv_name, bn_name = f"{name}_conv", f"{name}_bn"
-    x = layers.Conv2D(filters, kernel_size, padding="same", dilation_rate=rate, use_bias=False, name=conv_name)(x)
+    x = AtrousConv2D(filters, kernel_size, padding="same", dilation_rate=rate, use_bias=False, name=conv_name)(x)
     x = norm(bn_name)(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)

@@ -1,0 +1,76 @@
+"""Where the forward pass spends its time: per-op-type totals of one traced run of a full-size model.
+
+The model's inference graph is frozen (variables as constants, as TF Serving and TFLite see it) and run in a
+graph session with a full trace; each node's recorded compute time is summed by op type. Times from the trace
+are per-node wall times on the executing thread, so their sum can exceed the run's wall time when ops overlap.
+
+Usage: python benchmarks/profile_forward.py [--backbone resnet101] [--output-stride 16] [--size 513] [--top 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet101")
+    parser.add_argument("--output-stride", type=int, default=16)
+    parser.add_argument("--decoder", action="store_true")
+    parser.add_argument("--size", type=int, default=513)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from keras_deeplab import build_model
+
+    model = build_model(args.output_stride, backbone=args.backbone, decoder=args.decoder)
+    spec = tf.TensorSpec((1, args.size, args.size, 3), tf.float32)
+    forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(forward)
+    graph_def = frozen.graph.as_graph_def()
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, args.size, args.size, 3)).astype("float32")
+    with tf.Graph().as_default() as graph:
+        tf.import_graph_def(graph_def, name="")
+        inputs, outputs = frozen.inputs[0].name, frozen.outputs[0].name
+        with tf.compat.v1.Session(graph=graph) as session:
+            for _ in range(2):
+                session.run(outputs, {inputs: pixels})
+            start = time.perf_counter()
+            session.run(outputs, {inputs: pixels})
+            wall = time.perf_counter() - start
+            options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+            metadata = tf.compat.v1.RunMetadata()
+            session.run(outputs, {inputs: pixels}, options=options, run_metadata=metadata)
+    op_types = {node.name: node.op for node in graph_def.node}
+    by_type: collections.Counter[str] = collections.Counter()
+    by_node: collections.Counter[str] = collections.Counter()
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            name = node.node_name.split(":")[0]
+            seconds = (node.all_end_rel_micros or node.op_end_rel_micros) / 1e6
+            # "name = OpType(inputs)": the kernel that ran, after grappler's fusions (a fused conv keeps the
+            # name of the last node it absorbed, so the graph's own op type would mislabel it).
+            label = node.timeline_label.split(" = ", 1)[-1].split("(", 1)[0].strip()
+            by_type[label or op_types.get(name, "?")] += seconds
+            by_node[name] += seconds
+    total = sum(by_type.values())
+    print(f"{args.backbone} OS{args.output_stride}{' +decoder' if args.decoder else ''} at {args.size}x{args.size}")
+    print(f"untraced run {wall:.2f} s; traced node time {total:.2f} s over {len(by_node)} nodes")
+    print(f"{'op type':<32}{'s':>8}{'share':>8}")
+    for op_type, seconds in by_type.most_common(args.top):
+        print(f"{op_type:<32}{seconds:>8.3f}{seconds / total:>8.1%}")
+    print(f"\n{'slowest nodes':<60}{'s':>8}")
+    for name, seconds in by_node.most_common(args.top):
+        print(f"{name[-60:]:<60}{seconds:>8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
