@@ -78,9 +78,10 @@ def dilated_conv2d(inputs: tf.Tensor, kernel: tf.Tensor, rate: Sequence[int], pa
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
-class AtrousConv2D(layers.Conv2D):
-    """`layers.Conv2D` whose dilated, stride-1 form runs through `dilated_conv2d`: the same variables, names
-    and results as Conv2D (weights move between the two), a faster forward pass on CPU."""
+class Conv2D(layers.Conv2D):
+    """keras' `Conv2D` whose dilated, stride-1 form runs through `dilated_conv2d`: a faster forward pass on CPU,
+    the same results. Same variables and the same class name: `.keras` files store weights under paths made
+    from class names, so models saved with keras' Conv2D load into this one and back."""
 
     def convolution_op(self, inputs, kernel):
         if max(self.dilation_rate) == 1 or max(self.strides) > 1 or self.data_format != "channels_last":
@@ -129,6 +130,6 @@ def conv_bn_relu(
         kernel_size, rate, conv_name, bn_name = 1, 1, f"{name}_pointwise", f"{name}_pointwise_bn"
     else:
         conv_name, bn_name = f"{name}_conv", f"{name}_bn"
-    x = AtrousConv2D(filters, kernel_size, padding="same", dilation_rate=rate, use_bias=False, name=conv_name)(x)
+    x = Conv2D(filters, kernel_size, padding="same", dilation_rate=rate, use_bias=False, name=conv_name)(x)
     x = norm(bn_name)(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)

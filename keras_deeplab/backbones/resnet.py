@@ -13,7 +13,7 @@ from keras import layers
 
 from keras_deeplab import constants
 from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, scaled_width
-from keras_deeplab.layers import AtrousConv2D, NormSettings
+from keras_deeplab.layers import Conv2D, NormSettings
 
 _EPSILON = constants.RESNET_BATCH_NORM_EPSILON
 
@@ -54,7 +54,7 @@ def bottleneck(x, filters: int, *, stride: int, rate: int, conv_shortcut: bool, 
     x = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
     x = norm(f"{name}_1_bn", epsilon=_EPSILON)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = AtrousConv2D(filters, 3, padding="same", dilation_rate=rate, name=f"{name}_2_conv")(x)
+    x = Conv2D(filters, 3, padding="same", dilation_rate=rate, name=f"{name}_2_conv")(x)
     x = norm(f"{name}_2_bn", epsilon=_EPSILON)(x)
     x = layers.Activation("relu", name=f"{name}_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
