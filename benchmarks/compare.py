@@ -4,7 +4,7 @@ Peers: the TF Model Garden's `seg_deeplabv3_pascal` (DeepLabv3 ResNet-101 at out
 keras-hub's DeepLabV3 segmenter on a ResNet-101 v1 encoder (keras-hub has no atrous encoder: its ASPP runs on the
 stride-32 feature, the only way it builds). Every measurement runs in a process of its own (batch 1 forward at
 513x513; batch 2 SGD step at crop 513), medians after warm-up. Also keras-deeplab's achieved GFLOP/s beside the
-machine's float32 matmul rate. Prints a table and writes JSON (--out).
+machine's float32 matmul rate (TensorFlow's and NumPy's BLAS). Prints a table and writes JSON (--out).
 
 Usage: python benchmarks/compare.py [--runs 3] [--train-steps 2] [--out benchmarks/compare.json]
 """
@@ -124,12 +124,17 @@ def measure(side: str, runs: int, train_steps: int) -> dict:
 
 
 def matmul_rate() -> dict:
-    """float32 4096x4096 matmul GFLOP/s on this machine (median of 5 after warm-up)."""
+    """float32 4096x4096 matmul GFLOP/s on this machine (median of 5 after warm-up), by TensorFlow's own matmul
+    and by NumPy's BLAS: the higher is the machine's practical float32 ceiling."""
     import tensorflow as tf
 
     a = tf.random.normal((4096, 4096))
+    flops = 2 * 4096**3
     timing = peers.median_seconds(lambda: tf.linalg.matmul(a, a).numpy(), runs=5, warmup=2)
-    return {"side": "matmul", "gflops": 2 * 4096**3 / timing["median_s"] / 1e9}
+    b = a.numpy()
+    blas = peers.median_seconds(lambda: b @ b, runs=5, warmup=2)
+    tensorflow, numpy = flops / timing["median_s"] / 1e9, flops / blas["median_s"] / 1e9
+    return {"side": "matmul", "gflops": max(tensorflow, numpy), "tensorflow_gflops": tensorflow, "blas_gflops": numpy}
 
 
 def main() -> int:
@@ -172,7 +177,9 @@ def main() -> int:
 def print_table(results: dict) -> None:
     print(
         f"\n{results['cpu_cores']} CPU cores, load average {results['load_average'][0]:.1f}; batch 1 forward at "
-        f"{SIZE}x{SIZE}, batch 2 SGD step at crop {SIZE}; float32 matmul {results['matmul']['gflops']:.0f} GFLOP/s"
+        f"{SIZE}x{SIZE}, batch 2 SGD step at crop {SIZE}; float32 4096x4096 matmul "
+        f"{results['matmul']['tensorflow_gflops']:.0f} GFLOP/s in TensorFlow, "
+        f"{results['matmul']['blas_gflops']:.0f} in NumPy's BLAS"
     )
     print(f"{'model':<42}{'params':>12}{'forward s':>11}{'peak MiB':>10}{'step s':>9}{'peak MiB':>10}{'GFLOP/s':>9}")
     for side, name in SIDES.items():
