@@ -14,9 +14,8 @@ def write(tmp_path, values, name="recipe.json"):
 
 
 def test_shipped_recipes_load_and_carry_the_papers_settings():
-    assert {"demo", "voc_resnet101_os16", "voc_resnet101_os8_finetune", "cityscapes_resnet101_os16"} <= set(
-        available_recipes()
-    )
+    shipped = {"demo", "voc_resnet101_os16", "voc_resnet101_os8_finetune", "cityscapes_resnet101_os16"}
+    assert shipped | {"ade20k_resnet101_os16"} <= set(available_recipes())
     first = load_recipe("voc_resnet101_os16")
     assert first.model["backbone"] == "resnet101" and first.model["output_stride"] == 16
     assert first.model["batch_norm_momentum"] == 0.9997 and first.model["backbone_weights"].endswith(".h5")
@@ -28,6 +27,8 @@ def test_shipped_recipes_load_and_carry_the_papers_settings():
     assert second.model["output_stride"] == 8 and second.train.freeze_batch_norm
     assert second.train.learning_rate == 0.001 and second.train.init_checkpoint == first.run_dir
     assert load_recipe("cityscapes_resnet101_os16").num_classes == 19
+    ade20k = load_recipe("ade20k_resnet101_os16")
+    assert (ade20k.num_classes, ade20k.data.format, ade20k.data.eval_split) == (150, "ade20k", "validation")
     assert load_recipe("demo").data.format == "synthetic"
 
 
