@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -48,6 +49,14 @@ class CheckpointMismatchError(ValueError):
 # Distribution and precision.
 
 
+# Each MirroredStrategy numbers its collectives (synchronized batch norm's all-reduces) from the same start, and
+# TensorFlow keeps the first shape it saw for each number: a second strategy in one process (training the OS-8
+# fine-tuning after the OS-16 run, a notebook, a sweep) would fail with "Shape mismatch in the collective
+# instance". Each strategy made here gets keys of its own.
+_COLLECTIVE_KEYS_PER_STRATEGY = 1_000_000
+_strategies_made = itertools.count()
+
+
 def make_strategy(settings: DistributionSettings) -> tf.distribute.Strategy:
     """The strategy `settings` asks for: "auto" is MultiWorkerMirroredStrategy when TF_CONFIG names more than
     one task, else MirroredStrategy over `settings.devices` (default: every visible GPU, or the CPU)."""
@@ -55,7 +64,8 @@ def make_strategy(settings: DistributionSettings) -> tf.distribute.Strategy:
     if kind == "auto":
         kind = "multi_worker" if _cluster_size() > 1 else "mirrored"
     if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.MultiWorkerMirroredStrategy()  # one per process: it joins the cluster
+    tf.distribute.MirroredStrategy._collective_key_base = next(_strategies_made) * _COLLECTIVE_KEYS_PER_STRATEGY
     return tf.distribute.MirroredStrategy(settings.devices)
 
 

@@ -23,16 +23,23 @@ SETTINGS = TrainSettings(steps=10, learning_rate=0.02, momentum=0.9, weight_deca
 TWO_CPUS = DistributionSettings(strategy="mirrored", devices=["/cpu:0", "/cpu:1"])
 
 
-def tiny_model(sync_batch_norm=False):
+RESNET50 = {"backbone": "resnet50", "width_multiplier": 0.125}
+BACKBONES = {  # the v3 ResNet and the two v3+ backbones with decoder and atrous separable convs
+    "resnet50": RESNET50,
+    "xception65": {"backbone": "xception65", "width_multiplier": 0.0625, "decoder": True, "separable": True},
+    "mobilenetv2": {"backbone": "mobilenetv2", "width_multiplier": 0.35, "decoder": True, "separable": True},
+}
+
+
+def tiny_model(sync_batch_norm=False, options=RESNET50):
     return build_model(
         16,
         num_classes=NUM_CLASSES,
-        backbone="resnet50",
-        width_multiplier=0.125,
         aspp_filters=16,
         dropout_rate=0.0,
         batch_norm_momentum=0.9,
         sync_batch_norm=sync_batch_norm,
+        **options,
     )
 
 
@@ -47,11 +54,11 @@ def batch_of_four():
     return images, masks
 
 
-def one_step(strategy, sync_batch_norm, initial_weights, eager=False):
+def one_step(strategy, sync_batch_norm, initial_weights, options, eager=False):
     """(trainable weights, batch-norm moving statistics, loss) after one step from `initial_weights`."""
     images, masks = batch_of_four()
     with strategy.scope():
-        model = tiny_model(sync_batch_norm)
+        model = tiny_model(sync_batch_norm, options)
         model.set_weights(initial_weights)
         optimizer = make_optimizer(SETTINGS, "float32")
         optimizer.build(model.trainable_variables)
@@ -79,7 +86,8 @@ def relative_difference(got, want, initial):
     return difference / update
 
 
-def test_two_replicas_with_sync_batch_norm_step_like_one_replica_on_the_doubled_batch():
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_two_replicas_with_sync_batch_norm_step_like_one_replica_on_the_doubled_batch(backbone):
     """In float64, so that the comparison sees the algorithm, not rounding: in float32 the synchronized moments
     (E[x^2] - E[x]^2) and the batch-norm backward of a randomly initialised 50-layer network leave about 1%
     of the update as rounding noise, while without synchronized batch norm the update differs by over 100%
@@ -87,14 +95,16 @@ def test_two_replicas_with_sync_batch_norm_step_like_one_replica_on_the_doubled_
     pixels than the last two, so normalising the loss per replica instead of per global batch fails too."""
     with dtype_policy("float64"):
         keras.utils.set_random_seed(1)
-        model = tiny_model()
+        model = tiny_model(options=BACKBONES[backbone])
         initial = model.get_weights()
         trainable = [np.array(weight) for weight in model.trainable_weights]
         statistics = [np.array(weight) for weight in model.non_trainable_weights]
-        want_trainable, want_statistics, want_loss = one_step(tf.distribute.get_strategy(), False, initial, eager=True)
+        want_trainable, want_statistics, want_loss = one_step(
+            tf.distribute.get_strategy(), False, initial, BACKBONES[backbone], eager=True
+        )
         strategy = make_strategy(TWO_CPUS)
         assert strategy.num_replicas_in_sync == 2
-        got_trainable, got_statistics, got_loss = one_step(strategy, True, initial)
+        got_trainable, got_statistics, got_loss = one_step(strategy, True, initial, BACKBONES[backbone])
     assert got_loss == pytest.approx(want_loss, rel=1e-6)
     assert relative_difference(got_trainable, want_trainable, trainable) < 1e-9
     assert relative_difference(got_statistics, want_statistics, statistics) < 1e-9
