@@ -147,3 +147,18 @@ def test_auto_strategy_is_multi_worker_only_when_tf_config_names_several_tasks(m
     assert make_strategy(DistributionSettings()) == "multi-worker"
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["host1:2222"]}}))
     assert make_strategy(DistributionSettings()) != "multi-worker"
+
+
+def test_a_second_strategy_in_one_process_runs_synchronized_batch_norm_of_other_shapes():
+    """Training the OS-8 fine-tuning after the OS-16 run in one script: the second MirroredStrategy's
+    synchronized batch norm must not meet the first one's collectives (TensorFlow keeps the first shape it saw
+    for each collective number, and every MirroredStrategy numbers from the same start)."""
+    for channels in (8, 16):
+        strategy = make_strategy(TWO_CPUS)
+        with strategy.scope():
+            norm = keras.layers.BatchNormalization(synchronized=True)
+            norm.build((None, 3, 3, channels))
+        images = tf.data.Dataset.from_tensors(tf.ones((4, 3, 3, channels)))  # one global batch of 4
+        batch = next(iter(strategy.experimental_distribute_dataset(images)))
+        outputs = strategy.run(tf.function(lambda x, norm=norm: norm(x, training=True)), (batch,))
+        assert all(np.all(np.isfinite(part)) for part in strategy.experimental_local_results(outputs))
