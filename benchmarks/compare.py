@@ -170,10 +170,9 @@ def main() -> int:
     results["cpu_cores"] = os.cpu_count()
     results["load_average"] = os.getloadavg()
     print_table(results)
-    temporary = f"{args.out}.tmp"
-    with open(temporary, "w", encoding="utf8") as handle:
-        json.dump(results, handle, indent=2)
-    os.replace(temporary, args.out)
+    from keras_deeplab.files import write_json  # here, not at the top: the peers' processes run this file too
+
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 
