@@ -56,14 +56,9 @@ def build(side: str):
         return model, forward, lambda images, labels: step((images, tf.cast(labels, tf.uint8)))
     if side.startswith("modelgarden"):
         import tf_keras
-        from official.core import exp_factory, task_factory
-        from official.vision import registry_imports  # noqa: F401  (registers the vision experiments)
+        from official.core import task_factory
 
-        config = exp_factory.get_exp_config("seg_deeplabv3_pascal")
-        config.task.init_checkpoint = None  # a gs:// path: nothing is downloaded, weights stay random
-        if side == "modelgarden_os8":  # its ASPP rates (12, 24, 36) are already the paper's OS-8 rates
-            config.task.model.backbone.dilated_resnet.output_stride = 8
-            config.task.model.decoder.aspp.level = config.task.model.head.level = 3
+        config = peers.model_garden_config(8 if side == "modelgarden_os8" else 16)
         task = task_factory.get_task(config.task)
         model = task.build_model()
         optimizer = tf_keras.optimizers.SGD(learning_rate=0.007, momentum=0.9)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers
 
 CONFIGS = [
     {"backbone": "resnet101", "output_stride": 16, "decoder": False},
@@ -33,15 +32,8 @@ def measure(config: dict, size: int, runs: int, warmup: int) -> dict:
     model = build_model(input_shape=(size, size, 3), **config)
     forward = tf.function(lambda x: model(x, training=False))
     pixels = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype("float32"))
-    for _ in range(warmup):
-        forward(pixels).numpy()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        forward(pixels).numpy()
-        times.append(time.perf_counter() - start)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**config, "size": size, "median_s": statistics.median(times), "min_s": min(times), "peak_mib": peak_mib}
+    timing = peers.median_seconds(lambda: forward(pixels).numpy(), runs, warmup)
+    return {**config, "size": size, **timing, "peak_mib": peers.peak_memory_mib()}
 
 
 def main() -> int:
@@ -55,13 +47,11 @@ def main() -> int:
     if args.one:
         print(json.dumps(measure(json.loads(args.one), args.size, args.runs, args.warmup)))
         return 0
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     print(f"batch 1, {args.size}x{args.size}, float32, {os.cpu_count()} CPU cores, median of {args.runs}")
     print(f"{'model':<34}{'median s':>10}{'min s':>9}{'peak MiB':>10}")
     for config in CONFIGS:
-        command = [sys.executable, __file__, "--one", json.dumps(config)]
-        command += ["--size", str(args.size), "--runs", str(args.runs), "--warmup", str(args.warmup)]
-        result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout)
+        options = ["--size", str(args.size), "--runs", str(args.runs), "--warmup", str(args.warmup)]
+        result = peers.run_json(sys.executable, os.path.abspath(__file__), ["--one", json.dumps(config), *options])
         if args.json:
             print(json.dumps(result))
             continue

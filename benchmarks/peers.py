@@ -11,6 +11,7 @@ Also the timing and memory helpers every benchmark script shares.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -45,6 +46,20 @@ def ensure_model_garden_python() -> str:
         subprocess.run([sys.executable, "-m", "venv", MODEL_GARDEN_VENV], check=True)
         subprocess.run([python, "-m", "pip", "install", "--quiet", MODEL_GARDEN_REQUIREMENT], check=True)
     return python
+
+
+def model_garden_config(output_stride: int = 16):
+    """The Model Garden's `seg_deeplabv3_pascal` experiment config, with random weights (its init checkpoint is a
+    gs:// path: nothing is downloaded) at `output_stride`. Runs in the Model Garden's environment only."""
+    from official.core import exp_factory
+    from official.vision import registry_imports  # noqa: F401  (registers the vision experiments)
+
+    config = exp_factory.get_exp_config("seg_deeplabv3_pascal")
+    config.task.init_checkpoint = None
+    if output_stride != 16:  # its ASPP rates (12, 24, 36) are already the paper's OS-8 rates
+        config.task.model.backbone.dilated_resnet.output_stride = output_stride
+        config.task.model.decoder.aspp.level = config.task.model.head.level = int(math.log2(output_stride))
+    return config
 
 
 def ensure_keras_hub_path() -> str:

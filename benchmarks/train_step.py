@@ -18,15 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def random_batch(tf, batch: int, crop: int):
@@ -35,17 +30,6 @@ def random_batch(tf, batch: int, crop: int):
     labels = tf.random.stateless_uniform((batch, crop, crop), (0, 2), 0, 21, dtype=tf.int32)
     ignored = tf.random.stateless_uniform((batch, crop, crop), (0, 3)) < 0.1
     return images, tf.cast(tf.where(ignored, 255, labels), tf.uint8)
-
-
-def timed(step, batch, steps: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        float(step(batch))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        float(step(batch))
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def strategy_for(tf, name: str):
@@ -72,18 +56,16 @@ def measure_ours(args) -> dict:
     step = make_train_step(model, optimizer, strategy, settings)
     dataset = tf.data.Dataset.from_tensors(random_batch(tf, args.batch * replicas, args.crop)).repeat()
     batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
-    times = timed(step, batch, args.steps, args.warmup)
-    return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, "times": times}
+    timing = peers.median_seconds(lambda: float(step(batch)), args.steps, args.warmup)
+    return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, **timing}
 
 
 def measure_model_garden(args) -> dict:
     import tensorflow as tf
     import tf_keras
-    from official.core import exp_factory, task_factory
-    from official.vision import registry_imports  # noqa: F401  (registers the vision experiments)
+    from official.core import task_factory
 
-    config = exp_factory.get_exp_config("seg_deeplabv3_pascal")
-    config.task.init_checkpoint = None  # a gs:// path: nothing is downloaded, weights stay random
+    config = peers.model_garden_config()
     policy = "float32"
     if args.precision == "mixed":
         policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
@@ -108,19 +90,8 @@ def measure_model_garden(args) -> dict:
 
     dataset = tf.data.Dataset.from_tensors(random_batch(tf, args.batch * replicas, args.crop)).repeat()
     batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
-    times = timed(step, batch, args.steps, args.warmup)
-    return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, "times": times}
-
-
-def run_side(python: str, side: str, args) -> dict:
-    command = [python, os.path.abspath(__file__), "--one", side, "--steps", str(args.steps)]
-    command += ["--warmup", str(args.warmup), "--crop", str(args.crop), "--batch", str(args.batch)]
-    command += ["--precision", args.precision, "--strategy", args.strategy]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{side} failed:\n{completed.stderr[-4000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    timing = peers.median_seconds(lambda: float(step(batch)), args.steps, args.warmup)
+    return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, **timing}
 
 
 def main() -> int:
@@ -148,8 +119,10 @@ def main() -> int:
     )
     print(f"{'model':<38}{'params':>12}{'replicas':>9}{'s/step':>9}{'images/s':>10}")
     for name, python, side in sides:
-        result = run_side(python, side, args)
-        seconds = statistics.median(result["times"])
+        options = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--crop", str(args.crop)]
+        options += ["--batch", str(args.batch), "--precision", args.precision, "--strategy", args.strategy]
+        result = peers.run_json(python, os.path.abspath(__file__), ["--one", side, *options])
+        seconds = result["median_s"]
         images_per_second = args.batch * result["replicas"] / seconds
         if args.json:
             print(

@@ -13,12 +13,15 @@ Usage: python benchmarks/winograd.py
 from __future__ import annotations
 
 import os
-import time
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers
 
 SIZE = 33  # the stride-16 feature map of a 513x513 input
 SHAPES = [(256, 256), (512, 512), (2048, 256)]  # ResNet-101 stage 4 and 5 3x3 convs; one ASPP branch
@@ -51,14 +54,7 @@ def winograd_conv(kernel: np.ndarray, size: int):
 
 
 def median_ms(function, x) -> float:
-    for _ in range(3):
-        function(x)
-    times = []
-    for _ in range(20):
-        start = time.perf_counter()
-        function(x).numpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+    return peers.median_seconds(lambda: function(x).numpy(), runs=20, warmup=3)["median_s"] * 1e3
 
 
 def main() -> None:
