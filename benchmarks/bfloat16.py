@@ -20,14 +20,6 @@ import peers
 POLICIES = ("float32", "mixed_bfloat16")
 
 
-def cpu_flags() -> set[str]:
-    with open("/proc/cpuinfo", encoding="utf8") as handle:
-        for line in handle:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.path.join(peers.ROOT, "runs", "demo", "run", "model.keras"))
@@ -45,7 +37,7 @@ def main() -> int:
     from keras_deeplab.inference import predict_class_map
     from keras_deeplab.training import dtype_policy, load_trained_model
 
-    native = sorted(cpu_flags() & {"amx_bf16", "amx_tile", "avx512_bf16"})
+    native = peers.native_bfloat16_flags()
     print(f"{os.cpu_count()} CPU cores; native bfloat16 instructions: {', '.join(native) or 'none'}")
 
     reference = build_model(16, backbone="resnet101", input_shape=(513, 513, 3))

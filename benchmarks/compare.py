@@ -23,6 +23,7 @@ SIZE = 513
 SIDES = {
     "ours_os16": "keras-deeplab DeepLabv3 R101 OS16",
     "ours_os16_xla": "keras-deeplab DeepLabv3 R101 OS16, XLA",
+    "ours_os16_bf16": "keras-deeplab DeepLabv3 R101 OS16, bfloat16",
     "ours_os8": "keras-deeplab DeepLabv3 R101 OS8",
     "modelgarden": "Model Garden seg_deeplabv3_pascal OS16",
     "modelgarden_os8": "Model Garden seg_deeplabv3_pascal OS8",
@@ -43,9 +44,12 @@ def build(side: str):
     if side.startswith("ours"):
         from keras_deeplab import build_model
         from keras_deeplab.recipes import load_recipe
-        from keras_deeplab.training import make_optimizer, make_train_step
+        from keras_deeplab.training import dtype_policy, make_optimizer, make_train_step
 
-        model = build_model(8 if side == "ours_os8" else 16, backbone="resnet101", input_shape=(SIZE, SIZE, 3))
+        # mixed_bfloat16 pays off only where the CPU computes bfloat16 natively (the JSON's native_bfloat16);
+        # its accuracy cost is measured by benchmarks/bfloat16.py on a trained model.
+        with dtype_policy("mixed_bfloat16" if side.endswith("bf16") else "float32"):
+            model = build_model(8 if side == "ours_os8" else 16, backbone="resnet101", input_shape=(SIZE, SIZE, 3))
         forward = tf.function(lambda x: model(x, training=False), jit_compile=side.endswith("xla"))
         if side != "ours_os16":
             return model, forward, None
@@ -164,7 +168,9 @@ def main() -> int:
             results.setdefault("failed", {})[side] = str(error)[-2000:]
     results["cpu_cores"] = os.cpu_count()
     results["load_average"] = os.getloadavg()
+    results["native_bfloat16"] = peers.native_bfloat16_flags()
     print_table(results)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # importing the writer starts TensorFlow here too
     from keras_deeplab.files import write_json  # here, not at the top: the peers' processes run this file too
 
     write_json(args.out, results)
@@ -177,9 +183,10 @@ def print_table(results: dict) -> None:
         f"\n{results['cpu_cores']} CPU cores, load average {results['load_average'][0]:.1f}; batch 1 forward at "
         f"{SIZE}x{SIZE}, batch 2 SGD step at crop {SIZE}; float32 4096x4096 matmul "
         f"{results['matmul']['tensorflow_gflops']:.0f} GFLOP/s in TensorFlow, "
-        f"{results['matmul']['blas_gflops']:.0f} in NumPy's BLAS"
+        f"{results['matmul']['blas_gflops']:.0f} in NumPy's BLAS; native bfloat16: "
+        f"{', '.join(results['native_bfloat16']) or 'none (emulated)'}"
     )
-    print(f"{'model':<42}{'params':>12}{'forward s':>11}{'peak MiB':>10}{'step s':>9}{'peak MiB':>10}{'GFLOP/s':>9}")
+    print(f"{'model':<46}{'params':>12}{'forward s':>11}{'peak MiB':>10}{'step s':>9}{'peak MiB':>10}{'GFLOP/s':>9}")
     for side, name in SIDES.items():
         if side not in results:
             continue
@@ -187,12 +194,14 @@ def print_table(results: dict) -> None:
         step = r.get("train_step", {}).get("median_s")
         gflops = 2 * r["multiply_adds"] / r["forward"]["median_s"] / 1e9 if "multiply_adds" in r else None
         print(
-            f"{name:<42}{r['parameters']:>12,}{r['forward']['median_s']:>11.2f}{r['forward_peak_mib']:>10.0f}"
+            f"{name:<46}{r['parameters']:>12,}{r['forward']['median_s']:>11.2f}{r['forward_peak_mib']:>10.0f}"
             f"{'' if step is None else f'{step:.2f}':>9}"
             f"{'' if step is None else round(r['train_peak_mib']):>10}"
             f"{'' if gflops is None else f'{gflops:.0f}':>9}"
         )
-    for peer, mine in (("modelgarden", "ours_os16"), ("modelgarden_os8", "ours_os8"), ("kerashub", "ours_os16")):
+    pairs = [("modelgarden", "ours_os16"), ("modelgarden", "ours_os16_bf16")]
+    pairs += [("modelgarden_os8", "ours_os8"), ("kerashub", "ours_os16")]
+    for peer, mine in pairs:
         ours = results.get(mine)
         if peer in results and ours:
             forward = results[peer]["forward"]["median_s"] / ours["forward"]["median_s"]

@@ -94,6 +94,15 @@ def median_seconds(call: Callable[[], object], runs: int, warmup: int) -> dict[s
     return {"median_s": statistics.median(times), "min_s": min(times)}
 
 
+def native_bfloat16_flags() -> list[str]:
+    """This CPU's instructions that compute bfloat16 natively (AMX, AVX512_BF16); empty where it is emulated."""
+    with open("/proc/cpuinfo", encoding="utf8") as handle:
+        for line in handle:
+            if line.startswith("flags"):
+                return sorted(set(line.split(":", 1)[1].split()) & {"amx_bf16", "amx_tile", "avx512_bf16"})
+    return []
+
+
 def peak_memory_mib() -> float:
     """This process's peak resident memory so far, MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
