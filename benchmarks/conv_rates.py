@@ -19,10 +19,7 @@ import peers
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet101")
-    parser.add_argument("--output-stride", type=int, default=16)
-    parser.add_argument("--decoder", action="store_true")
-    parser.add_argument("--size", type=int, default=513)
+    peers.add_model_arguments(parser)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
@@ -30,9 +27,7 @@ def main() -> int:
     import numpy as np
     import tensorflow as tf
 
-    from keras_deeplab import build_model
-
-    model = build_model(args.output_stride, backbone=args.backbone, decoder=args.decoder)
+    model, title = peers.build_measured_model(args)
     kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
     convs = [layer for layer in model.layers if isinstance(layer, kinds)]
     probe = keras.Model(model.input, [layer.input for layer in convs])
@@ -52,7 +47,7 @@ def main() -> int:
         seconds = peers.median_seconds(lambda c=convolve, p=pixels: c(p).numpy(), args.runs, warmup=2)["median_s"]
         rows.append((seconds * len(layers), flops * len(layers), len(layers), shape, kernel, strides, rate, seconds))
     total_seconds, total_flops = sum(row[0] for row in rows), sum(row[1] for row in rows)
-    print(f"{args.backbone} OS{args.output_stride}{' +decoder' if args.decoder else ''} at {args.size}x{args.size}")
+    print(title)
     print(
         f"{len(convs)} convs alone: {total_seconds:.3f} s, {total_flops / 1e9:.1f} GFLOP, "
         f"{total_flops / total_seconds / 1e9:.0f} GFLOP/s"

@@ -10,6 +10,7 @@ Also the timing and memory helpers every benchmark script shares.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -71,6 +72,23 @@ def ensure_keras_hub_path() -> str:
         subprocess.run([*command, "--target", KERAS_HUB_DIR, *KERAS_HUB_REQUIREMENTS], check=True)
         open(marker, "w").close()
     return KERAS_HUB_DIR
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backbone, --output-stride, --decoder and --size: the full-size model a benchmark measures."""
+    parser.add_argument("--backbone", default="resnet101")
+    parser.add_argument("--output-stride", type=int, default=16)
+    parser.add_argument("--decoder", action="store_true")
+    parser.add_argument("--size", type=int, default=513, help="input height and width, pixels")
+
+
+def build_measured_model(args: argparse.Namespace):
+    """(the model `add_model_arguments`' options name, a title line saying what it is and at what size)."""
+    from keras_deeplab import build_model
+
+    model = build_model(args.output_stride, backbone=args.backbone, decoder=args.decoder)
+    title = f"{args.backbone} OS{args.output_stride}{' +decoder' if args.decoder else ''} at {args.size}x{args.size}"
+    return model, title
 
 
 def run_json(python: str, script: str, arguments: list[str], pythonpath: str = ROOT) -> dict:

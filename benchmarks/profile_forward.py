@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet101")
-    parser.add_argument("--output-stride", type=int, default=16)
-    parser.add_argument("--decoder", action="store_true")
-    parser.add_argument("--size", type=int, default=513)
+    peers.add_model_arguments(parser)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
 
@@ -28,9 +29,7 @@ def main() -> int:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from keras_deeplab import build_model
-
-    model = build_model(args.output_stride, backbone=args.backbone, decoder=args.decoder)
+    model, title = peers.build_measured_model(args)
     spec = tf.TensorSpec((1, args.size, args.size, 3), tf.float32)
     forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(forward)
@@ -61,7 +60,7 @@ def main() -> int:
             by_type[label or op_types.get(name, "?")] += seconds
             by_node[name] += seconds
     total = sum(by_type.values())
-    print(f"{args.backbone} OS{args.output_stride}{' +decoder' if args.decoder else ''} at {args.size}x{args.size}")
+    print(title)
     print(f"untraced run {wall:.2f} s; traced node time {total:.2f} s over {len(by_node)} nodes")
     print(f"{'op type':<32}{'s':>8}{'share':>8}")
     for op_type, seconds in by_type.most_common(args.top):
