@@ -1,7 +1,7 @@
 """Each convolution of a full-size model timed on its own: milliseconds and GFLOP/s per conv shape.
 
 The convs of the model, grouped by (input shape, kernel, strides, dilation), each group's conv run alone at
-513x513 batch 1 (median of --runs after 2 warm-ups), with the group's count, total time and achieved GFLOP/s.
+--size (513) batch 1 (median of --runs after 2 warm-ups), with the group's count, total time and achieved GFLOP/s.
 Shows which convs run below the machine's matmul rate, where a faster kernel or layout would pay.
 
 Usage: python benchmarks/conv_rates.py [--backbone resnet101] [--output-stride 16] [--decoder] [--runs 5]

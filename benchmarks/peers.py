@@ -20,6 +20,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_GARDEN_VENV = os.path.join(ROOT, ".venv-modelgarden")
@@ -82,7 +86,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=513, help="input height and width, pixels")
 
 
-def build_measured_model(args: argparse.Namespace):
+def build_measured_model(args: argparse.Namespace) -> tuple[keras.Model, str]:
     """(the model `add_model_arguments`' options name, a title line saying what it is and at what size)."""
     from keras_deeplab import build_model
 
