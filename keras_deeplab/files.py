@@ -31,6 +31,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """`data` to `path`, whole or not at all."""
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         handle.write(data)
 
@@ -41,5 +42,6 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in `path` (UTF-8)."""
     with open(path, encoding="utf8") as handle:
         return json.load(handle)

@@ -14,8 +14,14 @@ def write(tmp_path, values, name="recipe.json"):
 
 
 def test_shipped_recipes_load_and_carry_the_papers_settings():
-    shipped = {"demo", "voc_resnet101_os16", "voc_resnet101_os8_finetune", "cityscapes_resnet101_os16"}
-    assert shipped | {"ade20k_resnet101_os16"} <= set(available_recipes())
+    shipped = {
+        "demo",
+        "voc_resnet101_os16",
+        "voc_resnet101_os8_finetune",
+        "cityscapes_resnet101_os16",
+        "ade20k_resnet101_os16",
+    }
+    assert shipped <= set(available_recipes())
     first = load_recipe("voc_resnet101_os16")
     assert first.model["backbone"] == "resnet101" and first.model["output_stride"] == 16
     assert first.model["batch_norm_momentum"] == 0.9997 and first.model["backbone_weights"].endswith(".h5")
