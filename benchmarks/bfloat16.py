@@ -35,7 +35,8 @@ def main() -> int:
     from keras_deeplab import build_model
     from keras_deeplab.evaluation import evaluate_model
     from keras_deeplab.inference import predict_class_map
-    from keras_deeplab.training import dtype_policy, load_trained_model
+    from keras_deeplab.loading import load_model
+    from keras_deeplab.training.strategy import dtype_policy
 
     native = peers.native_bfloat16_flags()
     print(f"{os.cpu_count()} CPU cores; native bfloat16 instructions: {', '.join(native) or 'none'}")
@@ -51,7 +52,7 @@ def main() -> int:
         timing = peers.median_seconds(lambda forward=forward: forward(pixels).numpy(), args.runs, warmup=2)
         print(f"{policy:<32}{timing['median_s']:>10.2f}")
 
-    trained = load_trained_model(args.model)
+    trained = load_model(args.model)
     source = pipelines.open_source("synthetic", None, "val")
     maps = {}
     print(f"\n{args.model} on synthetic val ({len(source)} images)")

@@ -43,8 +43,9 @@ def build(side: str):
 
     if side.startswith("ours"):
         from keras_deeplab import build_model
-        from keras_deeplab.recipes import load_recipe
-        from keras_deeplab.training import dtype_policy, make_optimizer, make_train_step
+        from keras_deeplab.recipe import load_recipe
+        from keras_deeplab.training.step import make_optimizer, make_train_step
+        from keras_deeplab.training.strategy import dtype_policy
 
         # mixed_bfloat16 pays off only where the CPU computes bfloat16 natively (the JSON's native_bfloat16);
         # its accuracy cost is measured by benchmarks/bfloat16.py on a trained model.

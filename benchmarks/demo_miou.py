@@ -2,7 +2,7 @@
 with multi-scale + flip inference.
 
 Trains into a fresh temporary run directory (or --run-dir, resumed if it holds a run), exactly as
-`keras-deeplab train --config demo` does, then evaluates the final model twice with `evaluate_model`.
+`keras-deeplab train --recipe demo` does, then evaluates the final model twice with `evaluate_model`.
 Usage: python benchmarks/demo_miou.py [--scales 0.5,0.75,1.0,1.25,1.5,1.75] [--run-dir DIR] [--set key=value ...]
 """
 
@@ -24,8 +24,9 @@ def main() -> int:
 
     import pipelines
     from keras_deeplab.evaluation import evaluate_model, format_table
-    from keras_deeplab.recipes import load_recipe
-    from keras_deeplab.training import load_trained_model, train
+    from keras_deeplab.loading import load_model
+    from keras_deeplab.recipe import load_recipe
+    from keras_deeplab.training import train
 
     run_dir = args.run_dir or os.path.join(tempfile.mkdtemp(prefix="demo-miou-"), "run")
     recipe = load_recipe("demo", [*args.overrides, f"run_dir={run_dir}", "log.progress=false"])
@@ -33,7 +34,7 @@ def main() -> int:
     result = train(recipe)
     train_seconds = time.perf_counter() - start
 
-    model = load_trained_model(result["model_path"])
+    model = load_model(result["model_path"])
     source = pipelines.open_source(recipe.data.format, recipe.data.root, recipe.data.eval_split, **recipe.data.options)
     scales = [float(scale) for scale in args.scales.split(",")]
     rows = []

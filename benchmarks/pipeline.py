@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from PIL import Image
 
-from keras_deeplab.constants import VOC_COLORMAP
+from keras_deeplab.descriptors import VOC_COLORMAP
 from pipelines import open_source, training_dataset
 from pipelines.synthetic import synthetic_example
 

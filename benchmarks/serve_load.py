@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image
 
 from keras_deeplab import build_model
+from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
-from serving.export import export_saved_model, load_keras_model
+from serving.export import export_saved_model
 
 
 def start_server(base_path: str, timeout_s: float = 300.0) -> tuple[subprocess.Popen, str]:
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per client (M)")
     args = parser.parse_args()
 
-    model = load_keras_model(args.model) if args.model else build_model(args.output_stride, backbone=args.backbone)
+    model = load_model(args.model) if args.model else build_model(args.output_stride, backbone=args.backbone)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8)
     buffer = io.BytesIO()

@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab import build_model
+from keras_deeplab.loading import load_model
 from pipelines import synthetic_source
-from serving.export import load_keras_model
 from serving.tflite import QUANTIZATIONS, TFLiteModel, convert, fit_and_pad
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT interpreter threads")
     args = parser.parse_args()
 
-    model = load_keras_model(args.model) if args.model else build_model(args.output_stride, backbone=args.backbone)
+    model = load_model(args.model) if args.model else build_model(args.output_stride, backbone=args.backbone)
     name = args.model or f"{args.backbone} (fresh weights)"
     size = args.input_size
     print(f"{name}, output stride {args.output_stride}, {model.count_params():,} parameters, {size}x{size}, batch 1")

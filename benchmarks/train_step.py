@@ -41,8 +41,9 @@ def measure_ours(args) -> dict:
     import tensorflow as tf
 
     from keras_deeplab import build_model
-    from keras_deeplab.recipes import load_recipe
-    from keras_deeplab.training import make_optimizer, make_train_step, precision_policy
+    from keras_deeplab.recipe import load_recipe
+    from keras_deeplab.training.step import make_optimizer, make_train_step
+    from keras_deeplab.training.strategy import precision_policy
 
     settings = load_recipe("voc_resnet101_os16").train
     policy = precision_policy(args.precision)

@@ -1,24 +1,28 @@
-"""keras-deeplab: DeepLabv3 and DeepLabv3+ semantic segmentation in Keras 3."""
+"""keras-deeplab: DeepLabv3 and DeepLabv3+ semantic segmentation in Keras 3.
 
-from keras_deeplab.evaluation import evaluate, evaluate_model
-from keras_deeplab.losses import SegmentationLoss, segmentation_loss
-from keras_deeplab.metrics import MeanIoU
-from keras_deeplab.model import DeepLab, build_model
-from keras_deeplab.recipes import load_recipe
-from keras_deeplab.training import train
-from keras_deeplab.weights import WeightFileError, load_backbone_weights
+The names below are imported from their modules on first use: `keras_deeplab.build_model` loads the model
+code only, never training, evaluation, `pipelines` or `serving`.
+"""
+
+from __future__ import annotations
+
+from keras_deeplab.lazy import lazy_exports
 
 __version__ = "0.1.0"
-__all__ = [
-    "DeepLab",
-    "MeanIoU",
-    "SegmentationLoss",
-    "WeightFileError",
-    "build_model",
-    "evaluate",
-    "evaluate_model",
-    "load_backbone_weights",
-    "load_recipe",
-    "segmentation_loss",
-    "train",
-]
+
+_EXPORTS = {
+    "DeepLab": "keras_deeplab.model",
+    "build_model": "keras_deeplab.model",
+    "load_model": "keras_deeplab.loading",
+    "MeanIoU": "keras_deeplab.metrics",
+    "SegmentationLoss": "keras_deeplab.losses",
+    "segmentation_loss": "keras_deeplab.losses",
+    "WeightFileError": "keras_deeplab.weights",
+    "load_backbone_weights": "keras_deeplab.weights",
+    "load_recipe": "keras_deeplab.recipe",
+    "evaluate": "keras_deeplab.evaluation",
+    "evaluate_model": "keras_deeplab.evaluation",
+    "train": "keras_deeplab.training",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,39 +1,65 @@
-"""`keras-deeplab`: one command whose subcommands are thin wrappers over library functions.
+"""`keras-deeplab`: one command whose subcommands (keras_deeplab/commands/) are thin wrappers over the library.
 
-Each module in COMMAND_MODULES has `register(subparsers)`, which adds its subcommand and sets `run`.
+Building the parser imports no TensorFlow, so `--help` answers at once. TensorFlow's C++ start-up lines are
+silenced unless `--verbose` (or KERAS_DEEPLAB_VERBOSE=1) asks for them. A user's mistake (a missing file, a
+bad value, a recipe key) ends in one line on stderr naming it, exit status 1; a traceback only with `--debug`.
+Exit statuses: 0 done, 1 failed (or a check found problems), 2 bad usage (argparse), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = (
-    "keras_deeplab.info",
-    "keras_deeplab.training",
-    "keras_deeplab.evaluation",
-    "pipelines.commands",
-    "serving.export",
-    "serving.server",
-    "serving.client",
-    "serving.predict",
-    "serving.tflite",
-    "keras_deeplab.demo",
+COMMAND_MODULES = tuple(
+    f"keras_deeplab.commands.{name}"
+    for name in ("info", "train", "evaluate", "data", "export", "serve", "client", "predict", "convert_tflite", "demo")
 )
+VERBOSE_VARIABLE = "KERAS_DEEPLAB_VERBOSE"
+# What a user's mistake raises: ValueError (bad values, recipes, data, weight and model files) and OSError
+# (missing or unwritable files, ports in use, a server that does not answer, a full disk), FloatingPointError
+# (a training loss that is not a number).
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every subcommand registered, nothing heavy imported."""
+    parser = argparse.ArgumentParser(
+        prog="keras-deeplab", description="DeepLabv3 / DeepLabv3+ semantic segmentation in Keras 3."
+    )
+    _add_common_options(parser, False)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    for subparser in subparsers.choices.values():
+        _add_common_options(subparser, argparse.SUPPRESS)
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--verbose", action="store_true", default=default, help="show TensorFlow's log lines")
+    parser.add_argument("--debug", action="store_true", default=default, help="show a traceback on errors")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv[1:]), run the subcommand, return its exit status."""
-    parser = argparse.ArgumentParser(
-        prog="keras-deeplab", description="DeepLabv3 / DeepLabv3+ semantic segmentation in Keras 3."
-    )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
-    args = parser.parse_args(argv)
-    return int(args.run(args) or 0)
+    args = build_parser().parse_args(argv)
+    verbose = args.verbose or os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow is first imported
+    try:
+        return int(args.run(args) or 0)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"keras-deeplab {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"keras-deeplab {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""Model size and cost: parameters and the multiply-adds of one forward pass, counted per layer."""
+"""Model size and cost: parameters and the multiply-adds of one forward pass, counted per layer and per part."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 from keras import layers
+
+from keras_deeplab import constants
+from keras_deeplab.model import build_model
 
 
 def layer_multiply_adds(layer: keras.layers.Layer) -> int:
@@ -48,3 +52,44 @@ def multiply_adds_by_part(model: keras.Model, part_prefixes: dict[str, tuple[str
         part = next((p for p, prefixes in part_prefixes.items() if layer.name.startswith(prefixes)), "other")
         totals[part] += layer_multiply_adds(layer)
     return totals
+
+
+PARTS = {
+    "stem": ("conv1_", "pool1_", "entry_flow_conv1_", "Conv1", "bn_Conv1"),
+    "backbone": ("conv", "block", "entry_flow_", "middle_flow_", "exit_flow_", "expanded_conv_"),
+    "aspp": ("aspp_",),
+    "decoder": ("decoder_",),
+    "logits": ("logits",),
+}
+
+
+def model_info(
+    backbone: str = "resnet101",
+    output_stride: int = 16,
+    input_size: int = constants.CROP_SIZE,
+    **build_options: Any,
+) -> dict[str, Any]:
+    """Build the configuration at `input_size` x `input_size` and count it.
+
+    Returns {'parameters', 'multiply_adds', 'multiply_adds_by_part', 'output_shape', ...}; multiply-adds are
+    of one forward pass at batch 1, conv and dense layers only.
+    """
+    model = build_model(
+        output_stride=output_stride,
+        backbone=backbone,
+        input_shape=(input_size, input_size, 3),
+        **build_options,
+    )
+    by_part = multiply_adds_by_part(model, PARTS)
+    return {
+        "backbone": backbone,
+        "output_stride": output_stride,
+        "input_size": input_size,
+        **{key: value for key, value in build_options.items() if key != "backbone_weights"},
+        "parameters": model.count_params(),
+        "multiply_adds": sum(by_part.values()),
+        "multiply_adds_by_part": by_part,
+        "feature_size": list(model.features["high_level"].shape[1:3]),
+        "output_shape": list(model.output.shape[1:]),
+        "model": model,
+    }

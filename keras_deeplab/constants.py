@@ -1,7 +1,8 @@
-"""The numbers of the DeepLab papers and of the datasets, in one place.
+"""The numbers of the DeepLab papers, in one place.
 
-Sources: DeepLabv3 (Chen et al., arXiv 1706.05587), DeepLabv3+ (arXiv 1802.02611), the PASCAL VOC 2012
-development kit. Nothing else in the project hard-codes these values.
+Sources: DeepLabv3 (Chen et al., arXiv 1706.05587), DeepLabv3+ (arXiv 1802.02611). Nothing else in the project
+hard-codes these values. The facts of each dataset (class names, colours, label maps, splits) are its
+descriptor's, in `keras_deeplab.descriptors`.
 """
 
 from __future__ import annotations
@@ -40,53 +41,6 @@ RESNET_STAGE_FILTERS = (64, 128, 256, 512)  # bottleneck width; the stage output
 RESNET_STEMS = ("keras", "beta")
 # keras.applications' ResNets expect "caffe" inputs: BGR order, ImageNet mean subtracted, no scaling.
 RESNET_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-# PASCAL VOC 2012.
-VOC_NUM_CLASSES = 21
-VOC_CLASS_NAMES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
-
-
-def voc_colormap(num_colors: int = 256) -> list[tuple[int, int, int]]:
-    """The VOC development kit's colour map (`labelcolormap.m`): class id -> (r, g, b), 256 entries.
-
-    Entry 255 (the ignore label) is (224, 224, 192), the cream of VOC's object boundaries.
-    """
-    colors = []
-    for index in range(num_colors):
-        r = g = b = 0
-        c = index
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colors.append((r, g, b))
-    return colors
-
-
-VOC_COLORMAP = tuple(voc_colormap())
 
 
 def aspp_rates(output_stride: int) -> tuple[int, int, int]:
@@ -135,74 +89,3 @@ MOBILENETV2_LOW_LEVEL_BLOCK = 2
 MOBILENETV2_WIDTH_DIVISOR = 8  # keras.applications rounds every scaled width to a multiple of 8
 MOBILENETV2_BATCH_NORM_EPSILON = 1e-3  # keras.applications' value, kept so its weight files load exactly
 MOBILENETV2_UNUSED_WEIGHT_LAYERS = ("Conv_1", "Conv_1_bn")  # the no-top file's final 1x1 conv to 1280 channels
-
-# Cityscapes (cityscapesScripts `labels.py`): gtFine labelIds 0..33 -> the 19 official train ids, others 255.
-CITYSCAPES_NUM_CLASSES = 19
-CITYSCAPES_CLASS_NAMES = (
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-)
-CITYSCAPES_LABEL_ID_TO_TRAIN_ID = {
-    7: 0,  # road
-    8: 1,  # sidewalk
-    11: 2,  # building
-    12: 3,  # wall
-    13: 4,  # fence
-    17: 5,  # pole
-    19: 6,  # traffic light
-    20: 7,  # traffic sign
-    21: 8,  # vegetation
-    22: 9,  # terrain
-    23: 10,  # sky
-    24: 11,  # person
-    25: 12,  # rider
-    26: 13,  # car
-    27: 14,  # truck
-    28: 15,  # bus
-    31: 16,  # train
-    32: 17,  # motorcycle
-    33: 18,  # bicycle
-}
-CITYSCAPES_MAX_LABEL_ID = 33  # labelIds 0..33 exist; the other 15 (unlabeled, ego vehicle, ...) map to 255
-
-# ADE20K SceneParsing (MIT Scene Parsing Benchmark, `objectInfo150.txt`): annotation 0 = "other" (ignored),
-# 1..150 -> class ids 0..149. The first name of each row.
-ADE20K_NUM_CLASSES = 150
-ADE20K_CLASS_NAMES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
-    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
-    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
-    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
-    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television", "airplane", "dirt track",
-    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van",
-    "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel",
-    "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name",
-    "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce",
-    "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board",
-    "shower", "radiator", "glass", "clock", "flag",
-)  # fmt: skip
-
-# Oxford-IIIT Pet trimaps (TFDS `oxford_iiit_pet`): 1 = pet, 2 = background, 3 = border (ignored, like VOC's).
-OXFORD_PET_CLASS_NAMES = ("background", "pet")
-OXFORD_PET_TRIMAP_TO_CLASS = {1: 1, 2: 0, 3: IGNORE_LABEL}

@@ -1,4 +1,5 @@
-"""`keras-deeplab demo`: the whole flow on the embedded synthetic dataset, from data to REST and TFLite answers.
+"""The demo (`keras-deeplab demo`): the whole flow on the embedded synthetic dataset, from data to REST and
+TFLite answers.
 
 Data -> train the `demo` recipe -> evaluate (single scale; multi-scale + flip) -> SavedModel export ->
 `keras-deeplab serve` on loopback answering real REST requests from the client -> full-int8 TFLite checked
@@ -7,11 +8,9 @@ against Keras -> overlay pictures -> a summary of figures and timings. Re-runnin
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import itertools
-import json
 import os
 import shutil
 import socket
@@ -25,12 +24,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-import pipelines
 from keras_deeplab.evaluation import evaluate_model, format_table
 from keras_deeplab.files import write_bytes, write_json
 from keras_deeplab.inference import predict_class_map
-from keras_deeplab.recipes import load_recipe
-from keras_deeplab.training import load_trained_model, open_sources, train
+from keras_deeplab.loading import load_model
+from keras_deeplab.recipe import load_recipe
+from keras_deeplab.training import train
+from keras_deeplab.training.inputs import open_sources
+from pipelines.check import check_source
+from pipelines.synthetic import baseline_scores
 from serving.client import ServingError, predict_class_maps, request_json
 from serving.export import export_saved_model, folder_bytes
 from serving.predict import write_outputs
@@ -101,8 +103,8 @@ def run_demo(out_dir: str = "runs/demo", overrides: tuple[str, ...] = (), num_re
 
     with clock.stage("data: the embedded synthetic dataset"):
         train_source, val_source = open_sources(recipe)
-        baselines = pipelines.synthetic.baseline_scores(train_source, val_source)
-        check = pipelines.check_source(val_source)
+        baselines = baseline_scores(train_source, val_source)
+        check = check_source(val_source)
         print(
             f"{len(train_source)} training and {len(val_source)} validation images of {check['image_height_range']}"
             f" px, {train_source.num_classes} classes: {', '.join(train_source.class_names)}"
@@ -115,7 +117,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: tuple[str, ...] = (), num_re
 
     with clock.stage("train the demo recipe"):
         trained = train(recipe)
-        model = load_trained_model(trained["model_path"])
+        model = load_model(trained["model_path"])
         summary["train"] = {"steps": trained["step"], "seconds": trained["seconds"], "model": trained["model_path"]}
 
     with clock.stage("evaluate"):
@@ -153,7 +155,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: tuple[str, ...] = (), num_re
         direct = [predict_class_map(model, image[np.newaxis])[0].numpy() for image, _, _ in examples]
         equal = sum(int(np.array_equal(answer, expected)) for answer, expected in zip(answers, direct, strict=True))
         written = [
-            write_outputs(answers_dir, path, image, answer)
+            write_outputs(answers_dir, path, image, answer, val_source.descriptor)
             for path, (image, _, _), answer in zip(image_paths, examples, answers, strict=True)
         ]
         print(
@@ -209,18 +211,3 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  {seconds:7.1f} s  {stage}", file=out)
     print(f"  {summary['total_seconds']:7.1f} s  in all", file=out)
     print(out.getvalue(), end="", flush=True)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="the whole flow on the embedded synthetic dataset")
-    parser.add_argument("--out", default="runs/demo", help="folder for the run, export, pictures and summary")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="demo recipe override")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = run_demo(args.out, tuple(args.set))
-    if args.json:
-        print(json.dumps(summary))
-    return 0

@@ -1,4 +1,4 @@
-"""`keras-deeplab evaluate`: full-resolution mIoU of a trained model on a dataset split.
+"""Full-resolution mIoU of a trained model on a dataset split (`keras-deeplab evaluate`).
 
 Every image is predicted at its own size (no crop, no resize of the mask), with class probabilities averaged
 over the requested scales and horizontal flips (`inference.class_probabilities`, the v3 paper's protocol).
@@ -6,15 +6,18 @@ over the requested scales and horizontal flips (`inference.class_probabilities`,
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from keras_deeplab import constants
+from keras_deeplab.inference import class_probabilities
+from keras_deeplab.loading import load_model
+from keras_deeplab.metrics import MeanIoU
+from keras_deeplab.scales import check_scales
+from pipelines.datasets import evaluation_dataset
+from pipelines.formats import open_source
 
 
 def evaluate_model(
@@ -32,17 +35,13 @@ def evaluate_model(
     'class_names', 'examples', 'scales', 'flip', 'output_stride'}. Raises ValueError before predicting
     anything when the source is empty or its classes differ from the model's.
     """
-    import pipelines
-    from keras_deeplab.inference import class_probabilities
-    from keras_deeplab.metrics import MeanIoU
-
     num_classes = int(model.output.shape[-1])
     if source.num_classes != num_classes:
         raise ValueError(f"{source.name}: the dataset has {source.num_classes} classes, the model {num_classes}")
     total = len(source) if max_examples is None else min(len(source), max_examples)
     if total == 0:
         raise ValueError(f"{source.name}: the dataset has no examples to evaluate")
-    scales = tuple(float(scale) for scale in scales)
+    scales = check_scales(scales)
 
     def predict_logits(images):
         return model(images, training=False)
@@ -55,7 +54,7 @@ def evaluate_model(
     metric = MeanIoU(num_classes)
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
     examples = 0
-    for image, mask, _ in pipelines.evaluation_dataset(source).take(total):
+    for image, mask, _ in evaluation_dataset(source).take(total):
         metric.update_state(mask, predict_class_ids(image))
         examples += 1
         if bar is not None:
@@ -83,12 +82,9 @@ def evaluate(
     progress: bool = False,
     **source_options: Any,
 ) -> dict[str, Any]:
-    """Open the split, load the model (a .keras file or a run directory), and `evaluate_model`."""
-    import pipelines
-    from keras_deeplab.training import load_trained_model
-
-    source = pipelines.open_source(format, root, split, **source_options)
-    model = load_trained_model(model_path, output_stride)
+    """Open the split, load the model (a .keras file or a run folder, `load_model`), and `evaluate_model`."""
+    source = open_source(format, root, split, **source_options)
+    model = load_model(model_path, output_stride)
     return evaluate_model(model, source, scales=scales, flip=flip, max_examples=max_examples, progress=progress)
 
 
@@ -106,43 +102,3 @@ def format_table(results: dict[str, Any]) -> str:
         f"{', flipped too' if results['flip'] else ''}"
     )
     return "\n".join(lines)
-
-
-def _scales(text: str) -> list[float]:
-    try:
-        scales = [float(value) for value in text.split(",") if value.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
-    if not scales or min(scales) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive scales, got {text!r}")
-    return scales
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="mIoU of a trained model on a dataset split, full resolution")
-    parser.add_argument("--model", required=True, help="a .keras model file or a training run directory")
-    parser.add_argument("--format", required=True, help="dataset format, e.g. voc, cityscapes, ade20k, synthetic")
-    parser.add_argument("--root", default=None, help="dataset folder (not needed for synthetic)")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--output-stride", type=int, default=None, choices=constants.OUTPUT_STRIDES)
-    parser.add_argument("--scales", type=_scales, default=[1.0], help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
-    parser.add_argument("--flip", action="store_true", help="average with the left-right flipped image")
-    parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    results = evaluate(
-        args.model,
-        args.format,
-        args.root,
-        args.split,
-        output_stride=args.output_stride,
-        scales=args.scales,
-        flip=args.flip,
-        max_examples=args.max_examples,
-        progress=not args.json,
-    )
-    print(json.dumps(results) if args.json else format_table(results))
-    return 0

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from keras_deeplab.scales import check_scales
+
 PredictLogits = Callable[[tf.Tensor], tf.Tensor]
 
 
@@ -26,15 +28,12 @@ def class_probabilities(
     resized bilinearly to (H, W) before the softmax. Each scale resizes the image to round(H*s) x round(W*s)
     bilinearly; with `flip`, the left-right mirrored image is predicted too and mirrored back.
     """
-    if not scales:
-        raise ValueError("scales must name at least one scale, got none")
+    scales = check_scales(scales)
     images = tf.convert_to_tensor(images, tf.float32)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     size = tf.stack([height, width])
     total = None
     for scale in scales:
-        if scale <= 0:
-            raise ValueError(f"scales must be positive, got {scale}")
         scaled_size = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
         scaled = images if scale == 1.0 else tf.image.resize(images, scaled_size, method="bilinear")
         for mirrored in (False, True) if flip else (False,):

@@ -33,6 +33,12 @@ def squeeze_labels(labels: tf.Tensor) -> tf.Tensor:
     return tf.cast(labels, tf.int32)
 
 
+def check_hard_pixel_fraction(fraction: float, what: str = "hard_pixel_fraction") -> None:
+    """ValueError naming `what` unless the bootstrapping fraction `fraction` is in (0, 1]."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"{what} must be in (0, 1], got {fraction}")
+
+
 def segmentation_loss_terms(
     labels: tf.Tensor,
     logits: tf.Tensor,
@@ -54,8 +60,7 @@ def segmentation_loss_terms(
     A training loop over replicas divides the summed terms by the normalizer summed over replicas, so that
     any split of a batch gives the loss of the whole batch.
     """
-    if not 0.0 < hard_pixel_fraction <= 1.0:
-        raise ValueError(f"hard_pixel_fraction must be in (0, 1], got {hard_pixel_fraction}")
+    check_hard_pixel_fraction(hard_pixel_fraction)
     labels = squeeze_labels(labels)
     logits = logits_at_label_size(logits, labels)
     num_classes = logits.shape[-1]

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_deeplab import constants
+from keras_deeplab import confusion, constants
 from keras_deeplab.losses import logits_at_label_size, squeeze_labels
 
 
@@ -96,12 +96,9 @@ class MeanIoU(keras.metrics.Metric):
         return tf.cast(tf.math.divide_no_nan(tf.linalg.trace(matrix), tf.reduce_sum(matrix)), tf.float32)
 
     def results(self) -> dict:
-        """{'miou': float, 'pixel_accuracy': float, 'per_class_iou': list of float or None (absent class)}."""
-        return {
-            "miou": float(self.result()),
-            "pixel_accuracy": float(self.pixel_accuracy()),
-            "per_class_iou": [None if np.isnan(value) else float(value) for value in self.per_class_iou().numpy()],
-        }
+        """{'miou': float, 'pixel_accuracy': float, 'per_class_iou': list of float or None (absent class)}, the
+        `confusion.scores` of the matrix (summed over the replicas)."""
+        return confusion.scores(tf.convert_to_tensor(self.confusion_matrix).numpy())
 
     def reset_state(self):
         self.confusion_matrix.assign(tf.zeros_like(self.confusion_matrix))

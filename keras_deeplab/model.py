@@ -9,13 +9,9 @@ import keras
 from keras import layers
 
 from keras_deeplab import constants, heads
-from keras_deeplab.backbones import (
-    LIGHT_ASPP_BACKBONES,
-    UNUSED_WEIGHT_LAYERS,
-    backbone_features,
-    pixel_normalization,
-)
-from keras_deeplab.layers import NormSettings, ResizeLike
+from keras_deeplab.backbones import backbone_build_options, backbone_spec
+from keras_deeplab.descriptors import VOC
+from keras_deeplab.layers import NormSettings, PixelNormalization, ResizeLike
 from keras_deeplab.weights import load_backbone_weights
 
 
@@ -53,7 +49,7 @@ class DeepLab(keras.Model):
 
 def build_model(
     output_stride: int = 16,
-    num_classes: int = constants.VOC_NUM_CLASSES,
+    num_classes: int = VOC.num_classes,
     backbone: str = "resnet101",
     decoder: bool = False,
     *,
@@ -77,7 +73,8 @@ def build_model(
       output_stride: input size / final feature size: 8, 16 or 32. Weights are interchangeable between
         strides (`with_output_stride`), as the paper trains at 16 and evaluates at 8.
       num_classes: logits channels.
-      backbone: "resnet50", "resnet101", "xception65" (the v3+ paper's aligned Xception) or "mobilenetv2".
+      backbone: one of keras_deeplab.backbones.BACKBONES: "resnet50", "resnet101", "xception65" (the v3+ paper's
+        aligned Xception) or "mobilenetv2".
       stem: "keras" (7x7 conv, loads keras.applications weights) or "beta" (three 3x3 convs); ResNets only.
       multi_grid: unit rates of block4 and the cascade blocks, multiplied by the stage's rate; ResNets only.
       extra_blocks: 0..3 cascaded copies of block4 (block5..block7) with doubling rates; ResNets only.
@@ -92,8 +89,14 @@ def build_model(
 
     Returns: a DeepLab model mapping RGB [0, 255] (B, H, W, 3) to float32 logits (B, H, W, num_classes).
     """
+    spec = backbone_spec(backbone)
     if light_aspp is None:
-        light_aspp = backbone in LIGHT_ASPP_BACKBONES
+        light_aspp = spec.light_aspp
+    options = backbone_build_options(
+        backbone,
+        {"stem": stem, "multi_grid": multi_grid, "extra_blocks": extra_blocks},
+        {"stem": constants.RESNET_STEMS[0], "multi_grid": constants.MULTI_GRID, "extra_blocks": 0},
+    )
     build_config = {
         "output_stride": output_stride,
         "num_classes": num_classes,
@@ -113,17 +116,10 @@ def build_model(
     }
     norm = NormSettings(momentum=batch_norm_momentum, synchronized=sync_batch_norm)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    pixels = pixel_normalization(backbone)(inputs)
-    features = backbone_features(
-        backbone,
-        pixels,
-        output_stride=output_stride,
-        norm=norm,
-        stem=stem,
-        multi_grid=multi_grid,
-        extra_blocks=extra_blocks,
-        width_multiplier=width_multiplier,
-    )
+    pixels = PixelNormalization(
+        spec.pixel_mean, scale=spec.pixel_scale, reverse_channels=spec.reverse_channels, name="preprocessing"
+    )(inputs)
+    features = spec.build(pixels, output_stride=output_stride, norm=norm, width_multiplier=width_multiplier, **options)
     x = heads.aspp(
         features.high_level,
         output_stride=output_stride,
@@ -137,7 +133,7 @@ def build_model(
         x = heads.decoder(x, features.low_level, norm=norm, separable=separable)
     x = layers.Conv2D(num_classes, 1, name="logits")(x)
     logits = ResizeLike(name="logits_upsample", dtype="float32")([x, inputs])
-    model = DeepLab(inputs, logits, build_config, features=features._asdict(), name=name)
+    model = DeepLab(inputs, logits, build_config, features=features.tensors(), name=name)
     if backbone_weights is not None:
-        load_backbone_weights(model, backbone_weights, unused_layers=UNUSED_WEIGHT_LAYERS.get(backbone, ()))
+        load_backbone_weights(model, backbone_weights, unused_layers=spec.unused_weight_layers)
     return model

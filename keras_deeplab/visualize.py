@@ -1,4 +1,8 @@
-"""Pictures of class maps: VOC colour map, overlays, and palette PNGs whose pixel indices are class ids."""
+"""Pictures of class maps: coloured class maps, overlays, and palette PNGs whose pixel indices are class ids.
+
+Each takes a `palette`: a dataset's descriptor (its class colours, its ignore colour), a (N <= 256, 3) array of
+RGB colours indexed by class id (entries beyond N: the VOC colour map), or None for the VOC colour map.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +11,56 @@ import os
 import numpy as np
 from PIL import Image
 
-from keras_deeplab.constants import VOC_COLORMAP
+from keras_deeplab.constants import IGNORE_LABEL
+from keras_deeplab.descriptors import VOC, VOC_COLORMAP, DatasetDescriptor
 from keras_deeplab.files import atomic_path
 
-_PALETTE = np.asarray(VOC_COLORMAP, dtype=np.uint8)  # (256, 3)
+Palette = DatasetDescriptor | np.ndarray | None
 
 
-def colorize(mask: np.ndarray) -> np.ndarray:
-    """Class ids (..., H, W) integers in 0..255 -> RGB (..., H, W, 3) uint8 in the VOC colour map."""
+def palette_colors(palette: Palette = None) -> np.ndarray:
+    """uint8 (256, 3): the colour of each mask value under `palette` (see the module docstring)."""
+    if palette is None:
+        palette = VOC
+    if isinstance(palette, DatasetDescriptor):
+        return palette.colormap()
+    colors = np.asarray(palette)
+    if colors.ndim != 2 or colors.shape[1] != 3 or not 1 <= len(colors) <= 256:
+        raise ValueError(f"a palette is (N <= 256, 3) RGB colours, got shape {colors.shape}")
+    if colors.min() < 0 or colors.max() > 255:
+        raise ValueError("palette colours must be in 0..255")
+    full = np.asarray(VOC_COLORMAP, np.uint8)
+    full[: len(colors)] = colors
+    return full
+
+
+def colorize(mask: np.ndarray, palette: Palette = None) -> np.ndarray:
+    """Class ids (..., H, W) integers in 0..255 -> RGB (..., H, W, 3) uint8 in `palette` (default VOC's)."""
     mask = np.asarray(mask)
     if mask.size and (mask.min() < 0 or mask.max() > 255):
         raise ValueError(f"class ids must be in 0..255 to colour, got {mask.min()}..{mask.max()}")
-    return _PALETTE[mask.astype(np.int64)]
+    return palette_colors(palette)[mask.astype(np.int64)]
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the coloured `mask` (H, W) over `image` (H, W, 3) uint8; background (0) and 255 stay uncoloured."""
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, palette: Palette = None) -> np.ndarray:
+    """Blend the coloured `mask` (H, W) over `image` (H, W, 3) uint8. The ignore label stays uncoloured, and so
+    does the descriptor's background class (VOC's 0, the default); with an array palette, every class is coloured.
+    """
     image = np.asarray(image, dtype=np.float32)
-    if image.shape[:2] != np.shape(mask):
-        raise ValueError(f"image {image.shape[:2]} and mask {np.shape(mask)} differ in size")
-    colored = colorize(mask).astype(np.float32)
-    blend = np.where(((mask > 0) & (mask < 255))[..., None], (1 - alpha) * image + alpha * colored, image)
+    mask = np.asarray(mask)
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    descriptor = VOC if palette is None else palette
+    uncolored = [IGNORE_LABEL]
+    if isinstance(descriptor, DatasetDescriptor):
+        uncolored = [descriptor.ignore_label] + ([] if descriptor.background is None else [descriptor.background])
+    colored = colorize(mask, palette).astype(np.float32)
+    blend = np.where(~np.isin(mask, uncolored)[..., None], (1 - alpha) * image + alpha * colored, image)
     return np.clip(np.round(blend), 0, 255).astype(np.uint8)
 
 
-def save_palette_png(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Write class ids (H, W) as an 8-bit palette PNG (VOC colour map) whose pixel indices are the ids.
+def save_palette_png(path: str | os.PathLike, mask: np.ndarray, palette: Palette = None) -> None:
+    """Write class ids (H, W) as an 8-bit palette PNG (in `palette`, default VOC's) whose pixel indices are the ids.
 
     Written to a temporary file in the same folder, then renamed: a reader never sees half a file.
     """
@@ -40,7 +68,7 @@ def save_palette_png(path: str | os.PathLike, mask: np.ndarray) -> None:
     if mask.ndim != 2 or mask.size == 0 or mask.min() < 0 or mask.max() > 255:
         raise ValueError(f"{path}: expected a (H, W) mask of class ids in 0..255, got shape {mask.shape}")
     picture = Image.fromarray(mask.astype(np.uint8), mode="P")
-    picture.putpalette(_PALETTE.reshape(-1).tolist())
+    picture.putpalette(palette_colors(palette).reshape(-1).tolist())
     save_image_atomically(picture, path, format="PNG")
 
 

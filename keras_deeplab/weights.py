@@ -55,26 +55,51 @@ def load_backbone_weights(
     }
     if not file_weights:
         raise WeightFileError(f"{path}: the file holds no weights")
-    model_layers = {layer.name: layer for layer in model.layers}
-    updates = []
-    for layer_name, arrays in file_weights.items():
-        layer = model_layers.get(layer_name)
-        if layer is None:
-            raise WeightFileError(
-                f"{path}: layer '{layer_name}' of the file has no layer of that name in model "
-                f"'{model.name}' (is the file for another backbone or depth, or the model built with another stem?)"
+    hint = "is the file for another backbone or depth, or the model built with another stem?"
+    return copy_layer_weights(model, file_weights, os.fspath(path), missing_hint=hint)
+
+
+def layer_weights(model: keras.Model) -> dict[str, list]:
+    """Layer name -> its weights (arrays), for every layer of `model` that has weights."""
+    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+
+def copy_layer_weights(
+    model: keras.Model,
+    weights: dict[str, list],
+    where: str,
+    *,
+    every_model_layer: bool = False,
+    missing_hint: str = "",
+    error: type[WeightFileError] = WeightFileError,
+) -> list[str]:
+    """Set the layers of `model` named in `weights` (layer name -> arrays), after checking every name and shape.
+
+    With `every_model_layer`, each weighted layer of `model` must be in `weights` too. Raises `error` naming
+    `where` and the first layer missing on either side or differing in shape; nothing is set then. Returns the
+    names of the layers set.
+    """
+    model_layers = {layer.name: layer for layer in model.layers if layer.weights}
+    for name in weights:
+        if name not in model_layers:
+            detail = f" ({missing_hint})" if missing_hint else ""
+            raise error(
+                f"{where}: layer '{name}' of the file has no layer of that name in model '{model.name}'{detail}"
             )
-        expected = [tuple(variable.shape) for variable in layer.weights]
+    if every_model_layer:
+        for name in model_layers:
+            if name not in weights:
+                raise error(f"{where}: the model's layer '{name}' has no layer of that name in {where}")
+    for name, arrays in weights.items():
+        expected = [tuple(variable.shape) for variable in model_layers[name].weights]
         found = [tuple(array.shape) for array in arrays]
         if expected != found:
-            raise WeightFileError(
-                f"{path}: layer '{layer_name}' has weights of shapes {found} in the file, "
-                f"but the model expects {expected}"
+            raise error(
+                f"{where}: layer '{name}' has weights of shapes {found} there, but the model expects {expected}"
             )
-        updates.append((layer, arrays))
-    for layer, arrays in updates:
-        layer.set_weights(arrays)
-    return [layer.name for layer, _ in updates]
+    for name, arrays in weights.items():
+        model_layers[name].set_weights(arrays)
+    return list(weights)
 
 
 def _strings(values) -> list[str]:

@@ -3,30 +3,29 @@
 source = open_source("voc", "/data/VOC2012", "train")        # or "synthetic", "tfrecord", ...
 batches = training_dataset(source, crop_size=513, batch_size=8)
 for image, mask, name in evaluation_dataset(open_source("voc", "/data/VOC2012", "val")): ...
+
+The names below are imported from their modules on first use, so `import pipelines` (or of one of its
+modules) loads TensorFlow only when a module that needs it is used.
 """
 
 from __future__ import annotations
 
-from pipelines.check import check_source
-from pipelines.datasets import evaluation_dataset, training_dataset
-from pipelines.errors import DataError, SkippedExamples
-from pipelines.formats import FORMATS, open_source
-from pipelines.source import ArraySource, FilePairSource, SegmentationSource
-from pipelines.synthetic import synthetic_source
-from pipelines.tfrecord import TFRecordSource, write_tfrecords
+from keras_deeplab.lazy import lazy_exports
 
-__all__ = [
-    "FORMATS",
-    "ArraySource",
-    "DataError",
-    "FilePairSource",
-    "SegmentationSource",
-    "SkippedExamples",
-    "TFRecordSource",
-    "check_source",
-    "evaluation_dataset",
-    "open_source",
-    "synthetic_source",
-    "training_dataset",
-    "write_tfrecords",
-]
+_EXPORTS = {
+    "FORMATS": "pipelines.formats",
+    "open_source": "pipelines.formats",
+    "check_source": "pipelines.check",
+    "evaluation_dataset": "pipelines.datasets",
+    "training_dataset": "pipelines.datasets",
+    "DataError": "pipelines.errors",
+    "SkippedExamples": "pipelines.errors",
+    "ArraySource": "pipelines.source",
+    "FilePairSource": "pipelines.source",
+    "SegmentationSource": "pipelines.source",
+    "synthetic_source": "pipelines.synthetic",
+    "TFRecordSource": "pipelines.tfrecord",
+    "write_tfrecords": "pipelines.tfrecord",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

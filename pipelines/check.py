@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from keras_deeplab.constants import IGNORE_LABEL
 from pipelines.errors import DataError
 from pipelines.formats import open_source
 from pipelines.source import SegmentationSource
@@ -15,9 +14,10 @@ from pipelines.source import SegmentationSource
 def check_source(source: SegmentationSource) -> dict[str, Any]:
     """Read every example of `source` and count.
 
-    Returns {"source", "examples", "num_classes", "class_names", "class_pixels" (list indexed by class id),
-    "ignored_pixels", "image_height_range", "image_width_range", "bad" (list of {"file", "problem"})}. Bad pairs
-    are listed only when the source was opened with skip_bad; otherwise the first one raises its DataError.
+    Returns {"source", "dataset" (its descriptor's name), "examples", "num_classes", "class_names", "class_pixels"
+    (list indexed by class id), "ignore_label" (the descriptor's), "ignored_pixels", "image_height_range",
+    "image_width_range", "bad" (list of {"file", "problem"})}. Bad pairs are listed only when the source was
+    opened with skip_bad; otherwise the first one raises its DataError.
     """
     pixels = np.zeros(256, np.int64)
     heights, widths = [], []
@@ -27,11 +27,13 @@ def check_source(source: SegmentationSource) -> dict[str, Any]:
         widths.append(mask.shape[1])
     return {
         "source": source.name,
+        "dataset": source.descriptor.name,
         "examples": len(heights),
         "num_classes": source.num_classes,
         "class_names": list(source.class_names),
         "class_pixels": pixels[: source.num_classes].tolist(),
-        "ignored_pixels": int(pixels[IGNORE_LABEL]),
+        "ignore_label": source.descriptor.ignore_label,
+        "ignored_pixels": int(pixels[source.descriptor.ignore_label]),
         "image_height_range": [min(heights), max(heights)] if heights else None,
         "image_width_range": [min(widths), max(widths)] if widths else None,
         "bad": source.skipped.as_list(),

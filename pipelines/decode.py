@@ -9,11 +9,13 @@ VOC's class ids are the palette *indices*.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from keras_deeplab.constants import IGNORE_LABEL
+from keras_deeplab.descriptors import DatasetDescriptor
 from pipelines.errors import DataError
 
 MASK_MODES = ("P", "L", "1")  # 8-bit palette (indices are the ids), 8-bit grayscale (values are the ids), 1-bit
@@ -21,22 +23,29 @@ IMAGE_MODES = ("RGB", "L", "P", "CMYK", "YCbCr", "RGBA", "LA")  # converted to R
 INVALID = -1  # a label table entry for raw values that are neither a class nor ignored
 
 
-def label_table(num_classes: int, mapping: dict[int, int] | None = None) -> np.ndarray:
-    """A lookup table (int16, 256 entries) from raw mask values to class ids, IGNORE_LABEL or INVALID.
+def label_table(
+    num_classes: int, mapping: Mapping[int, int] | None = None, ignore_label: int = IGNORE_LABEL
+) -> np.ndarray:
+    """A lookup table (int16, 256 entries) from raw mask values to class ids, `ignore_label` or INVALID.
 
-    Without `mapping`, raw values 0..num_classes-1 and IGNORE_LABEL map to themselves (VOC, folders, TFRecords);
-    with it, exactly the listed raw values are valid and map to the given ids.
+    Without `mapping`, raw values 0..num_classes-1 and `ignore_label` map to themselves (VOC, folders,
+    TFRecords); with it, exactly the listed raw values are valid and map to the given ids.
     """
     table = np.full(256, INVALID, np.int16)
     if mapping is None:
         table[:num_classes] = np.arange(num_classes)
-        table[IGNORE_LABEL] = IGNORE_LABEL
+        table[ignore_label] = ignore_label
     else:
         for raw, label in mapping.items():
-            if not (0 <= label < num_classes or label == IGNORE_LABEL):
-                raise ValueError(f"label table maps raw value {raw} to {label}, not a class id or {IGNORE_LABEL}")
+            if not (0 <= label < num_classes or label == ignore_label):
+                raise ValueError(f"label table maps raw value {raw} to {label}, not a class id or {ignore_label}")
             table[raw] = label
     return table
+
+
+def descriptor_table(descriptor: DatasetDescriptor) -> np.ndarray:
+    """The label table of a dataset: its descriptor's label map (stored value -> class id), or the identity."""
+    return label_table(descriptor.num_classes, descriptor.label_map, descriptor.ignore_label)
 
 
 def _open(data: bytes, file: str, what: str) -> Image.Image:

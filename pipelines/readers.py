@@ -9,6 +9,9 @@
 - ADE20K SceneParsing: `images/{training,validation}/*.jpg`, `annotations/.../*.png`: 0 -> ignored, 1..150 -> 0..149.
 - A folder: `images/*.{jpg,jpeg,png,bmp}`, `masks/<same name>.png`, `classes.txt` (one class name per line,
   line i = class id i); split "all" is every image, another split reads the names in `{split}.txt`.
+
+Each source carries its dataset's descriptor (keras_deeplab.descriptors), whose label map turns the stored mask
+values into class ids.
 """
 
 from __future__ import annotations
@@ -16,10 +19,8 @@ from __future__ import annotations
 import glob
 import os
 
-import numpy as np
-
 from keras_deeplab import constants
-from pipelines.decode import label_table
+from keras_deeplab.descriptors import ADE20K, CITYSCAPES, VOC, make_descriptor
 from pipelines.errors import DataError
 from pipelines.source import FilePairSource
 
@@ -62,8 +63,7 @@ def open_voc(root: str, split: str = "train", skip_bad: bool = False) -> FilePai
     return FilePairSource(
         f"voc/{split}",
         pairs,
-        num_classes=constants.VOC_NUM_CLASSES,
-        class_names=constants.VOC_CLASS_NAMES,
+        descriptor=VOC,
         skip_bad=skip_bad,
         listed_in=list_path,
     )
@@ -89,18 +89,10 @@ def open_voc_aug(root: str, split: str = "train_aug", skip_bad: bool = False) ->
     return FilePairSource(
         f"voc_aug/{split}",
         pairs,
-        num_classes=constants.VOC_NUM_CLASSES,
-        class_names=constants.VOC_CLASS_NAMES,
+        descriptor=VOC,
         skip_bad=skip_bad,
         listed_in=list_path,
     )
-
-
-def cityscapes_table() -> np.ndarray:
-    """Cityscapes labelIds -> class ids: the 19 train ids, the other labelIds 0..33 ignored."""
-    mapping = {label_id: constants.IGNORE_LABEL for label_id in range(constants.CITYSCAPES_MAX_LABEL_ID + 1)}
-    mapping.update(constants.CITYSCAPES_LABEL_ID_TO_TRAIN_ID)
-    return label_table(constants.CITYSCAPES_NUM_CLASSES, mapping)
 
 
 def open_cityscapes(root: str, split: str = "train", skip_bad: bool = False) -> FilePairSource:
@@ -118,21 +110,12 @@ def open_cityscapes(root: str, split: str = "train", skip_bad: bool = False) -> 
     return FilePairSource(
         f"cityscapes/{split}",
         pairs,
-        num_classes=constants.CITYSCAPES_NUM_CLASSES,
-        class_names=constants.CITYSCAPES_CLASS_NAMES,
-        table=cityscapes_table(),
+        descriptor=CITYSCAPES,
         skip_bad=skip_bad,
     )
 
 
 ADE20K_SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
-
-
-def ade20k_table() -> np.ndarray:
-    """ADE20K annotation values -> class ids: 0 ("other") ignored, 1..150 -> 0..149."""
-    mapping = {value: value - 1 for value in range(1, constants.ADE20K_NUM_CLASSES + 1)}
-    mapping[0] = constants.IGNORE_LABEL
-    return label_table(constants.ADE20K_NUM_CLASSES, mapping)
 
 
 def open_ade20k(root: str, split: str = "training", skip_bad: bool = False) -> FilePairSource:
@@ -153,9 +136,7 @@ def open_ade20k(root: str, split: str = "training", skip_bad: bool = False) -> F
     return FilePairSource(
         f"ade20k/{folder}",
         pairs,
-        num_classes=constants.ADE20K_NUM_CLASSES,
-        class_names=constants.ADE20K_CLASS_NAMES,
-        table=ade20k_table(),
+        descriptor=ADE20K,
         skip_bad=skip_bad,
     )
 
@@ -188,8 +169,7 @@ def open_folder(root: str, split: str = "all", skip_bad: bool = False) -> FilePa
     return FilePairSource(
         f"folder/{split}",
         pairs,
-        num_classes=len(class_names),
-        class_names=class_names,
+        descriptor=make_descriptor(os.path.basename(os.path.normpath(root)) or "folder", class_names),
         skip_bad=skip_bad,
         listed_in=list_path,
     )

@@ -21,7 +21,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from pipelines.decode import decode_pair, encode_png, label_table, map_labels, read_file, read_pair
+from keras_deeplab.descriptors import DatasetDescriptor
+from pipelines.decode import (
+    decode_pair,
+    descriptor_table,
+    encode_png,
+    label_table,
+    map_labels,
+    read_file,
+    read_pair,
+)
 from pipelines.errors import DataError, SkippedExamples
 
 Example = tuple[np.ndarray, np.ndarray, str]
@@ -93,19 +102,25 @@ def image_format(data: bytes) -> str | None:
 
 
 class SegmentationSource:
-    """One split of a segmentation dataset (see the module docstring)."""
+    """One split of a segmentation dataset (see the module docstring), carrying its dataset's descriptor
+    (class names, ignore label, colours, label map)."""
 
     records_are_small = True  # the whole of records() fits a shuffle buffer (paths, indices)
 
-    def __init__(self, name: str, num_classes: int, class_names: Sequence[str], skip_bad: bool = False):
-        if len(class_names) != num_classes:
-            raise ValueError(f"{name}: {len(class_names)} class names for {num_classes} classes")
+    def __init__(self, name: str, descriptor: DatasetDescriptor, skip_bad: bool = False):
         self.name = name
-        self.num_classes = num_classes
-        self.class_names = tuple(class_names)
+        self.descriptor = descriptor
         self.skip_bad = skip_bad
         self.skipped = SkippedExamples()
         self._skipped_before_decoding = 0  # files already missing when the source was opened
+
+    @property
+    def num_classes(self) -> int:
+        return self.descriptor.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.descriptor.class_names
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -168,10 +183,10 @@ def is_decoded(image: tf.Tensor, mask: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
 class FilePairSource(SegmentationSource):
     """Image and mask files on disk (VOC, SBD, Cityscapes, ADE20K, folders), read in parallel with PIL.
 
-    `table` maps raw mask values to class ids (see decode.label_table; default: the identity on 0..K-1 and
-    IGNORE_LABEL). Files missing from disk raise a DataError naming the first (and counting the others) at
-    construction, or with skip_bad are recorded as skipped and left out; `listed_in` names the list that
-    asked for them.
+    Raw mask values become class ids through the descriptor's label map (see decode.descriptor_table; no map:
+    the identity on 0..K-1 and the ignore label). Files missing from disk raise a DataError naming the first
+    (and counting the others) at construction, or with skip_bad are recorded as skipped and left out;
+    `listed_in` names the list that asked for them.
     """
 
     def __init__(
@@ -179,14 +194,12 @@ class FilePairSource(SegmentationSource):
         name: str,
         pairs: Sequence[tuple[str, str, str]],
         *,
-        num_classes: int,
-        class_names: Sequence[str],
-        table: np.ndarray | None = None,
+        descriptor: DatasetDescriptor,
         skip_bad: bool = False,
         listed_in: str | None = None,
     ):
-        super().__init__(name, num_classes, class_names, skip_bad)
-        self.table = label_table(num_classes) if table is None else table
+        super().__init__(name, descriptor, skip_bad)
+        self.table = descriptor_table(descriptor)
         self.pairs = self._present(pairs, listed_in)
 
     def _present(self, pairs: Sequence[tuple[str, str, str]], listed_in: str | None) -> list[tuple[str, str, str]]:
@@ -257,15 +270,15 @@ class ArraySource(SegmentationSource):
         masks: np.ndarray,
         names: Sequence[str],
         *,
-        num_classes: int,
-        class_names: Sequence[str],
+        descriptor: DatasetDescriptor,
     ):
-        super().__init__(name, num_classes, class_names)
+        super().__init__(name, descriptor)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"{name}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         if masks.shape != images.shape[:3] or len(names) != len(images):
             raise ValueError(f"{name}: {masks.shape} masks and {len(names)} names for images {images.shape}")
-        map_labels(masks, label_table(num_classes), name)
+        identity = label_table(descriptor.num_classes, ignore_label=descriptor.ignore_label)  # masks hold class ids
+        map_labels(masks, identity, name)
         self.images, self.masks, self.names = images, masks.astype(np.uint8), list(names)
         self._tensors: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_deeplab.confusion import confusion_matrix, scores
 from keras_deeplab.constants import IGNORE_LABEL
+from keras_deeplab.descriptors import make_descriptor
 from pipelines.source import ArraySource, SegmentationSource
 
 CLASS_NAMES = ("background", "striped_disc", "checkered_box", "dotted_triangle", "speckled_cross")
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS = {"train": 0, "val": 1, "validation": 1}
+DESCRIPTOR = make_descriptor("synthetic", CLASS_NAMES, splits=tuple(SPLITS))  # VOC colours, background 0
 DEFAULT_EXAMPLES = {"train": 1000, "val": 200, "validation": 200}
 IMAGE_SIZE = 128
 MAX_OBJECTS = 3
@@ -142,14 +145,7 @@ def synthetic_source(
     images = np.stack([image for image, _ in pairs]) if pairs else np.zeros((0, image_size, image_size, 3), np.uint8)
     masks = np.stack([mask for _, mask in pairs]) if pairs else np.zeros((0, image_size, image_size), np.uint8)
     names = [f"synthetic_{split}_{index:05d}" for index in range(count)]
-    return ArraySource(f"synthetic/{split}", images, masks, names, num_classes=NUM_CLASSES, class_names=CLASS_NAMES)
-
-
-def _mean_iou(confusion: np.ndarray) -> float:
-    """Mean over classes that occur (in labels or predictions) of intersection / union."""
-    intersection = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    return float(np.mean(intersection[union > 0] / union[union > 0]))
+    return ArraySource(f"synthetic/{split}", images, masks, names, descriptor=DESCRIPTOR)
 
 
 def baseline_scores(train: SegmentationSource, evaluation: SegmentationSource, colour_bins: int = 8) -> dict:
@@ -167,17 +163,13 @@ def baseline_scores(train: SegmentationSource, evaluation: SegmentationSource, c
         return (levels[..., 0] * colour_bins + levels[..., 1]) * colour_bins + levels[..., 2]
 
     for image, mask in (example[:2] for example in train.examples()):
-        valid = mask != IGNORE_LABEL
+        valid = mask != train.descriptor.ignore_label
         np.add.at(counts, (bins(image)[valid], mask[valid]), 1)
     constant = int(counts.sum(0).argmax())
     by_colour = np.where(counts.sum(1) > 0, counts.argmax(1), constant)
     confusions = {name: np.zeros((num_classes, num_classes), np.int64) for name in ("constant", "colour_threshold")}
     for image, mask in (example[:2] for example in evaluation.examples()):
-        valid = mask != IGNORE_LABEL
-        truth = mask[valid].astype(np.int64)
-        predictions = {"constant": np.full_like(truth, constant), "colour_threshold": by_colour[bins(image)[valid]]}
+        predictions = {"constant": np.full_like(mask, constant), "colour_threshold": by_colour[bins(image)]}
         for name, predicted in predictions.items():
-            confusions[name] += np.bincount(truth * num_classes + predicted, minlength=num_classes**2).reshape(
-                num_classes, num_classes
-            )
-    return {name: _mean_iou(confusion) for name, confusion in confusions.items()}
+            confusions[name] += confusion_matrix(mask, predicted, num_classes, evaluation.descriptor.ignore_label)
+    return {name: scores(confusion)["miou"] for name, confusion in confusions.items()}

@@ -17,45 +17,27 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_deeplab import constants
-from pipelines.decode import decode_pair, label_table
+from keras_deeplab.descriptors import ADE20K, CITYSCAPES, OXFORD_PET, DatasetDescriptor
+from pipelines.decode import decode_pair, descriptor_table
 from pipelines.errors import DataError
-from pipelines.readers import ade20k_table, cityscapes_table
 from pipelines.source import Example, SegmentationSource
 
 
 class TFDSLayout(NamedTuple):
-    """Where a TFDS dataset keeps its image, mask and example name, and how mask values map to class ids."""
+    """Where a TFDS dataset keeps its image, mask and example name; its descriptor maps mask values to class ids."""
 
     default_config: str | None
     image_key: str
     mask_key: str
     name_key: str | None  # None: examples are named by their position in the split
     mask_channel: int | None  # the channel holding the ids when the mask PNG is RGB
-    table: np.ndarray
-    class_names: tuple[str, ...]
+    descriptor: DatasetDescriptor
 
 
 TFDS_LAYOUTS = {
-    "oxford_iiit_pet": TFDSLayout(
-        None,
-        "image",
-        "segmentation_mask",
-        "file_name",
-        None,
-        label_table(len(constants.OXFORD_PET_CLASS_NAMES), constants.OXFORD_PET_TRIMAP_TO_CLASS),
-        constants.OXFORD_PET_CLASS_NAMES,
-    ),
-    "scene_parse150": TFDSLayout(None, "image", "annotation", None, 0, ade20k_table(), constants.ADE20K_CLASS_NAMES),
-    "cityscapes": TFDSLayout(
-        "semantic_segmentation",
-        "image_left",
-        "segmentation_label",
-        "image_id",
-        None,
-        cityscapes_table(),
-        constants.CITYSCAPES_CLASS_NAMES,
-    ),
+    "oxford_iiit_pet": TFDSLayout(None, "image", "segmentation_mask", "file_name", None, OXFORD_PET),
+    "scene_parse150": TFDSLayout(None, "image", "annotation", None, 0, ADE20K),
+    "cityscapes": TFDSLayout("semantic_segmentation", "image_left", "segmentation_label", "image_id", None, CITYSCAPES),
 }
 
 
@@ -73,8 +55,8 @@ class TFDSSource(SegmentationSource):
         self.layout = TFDS_LAYOUTS[base]
         config = config or self.layout.default_config
         self.dataset_name = f"{base}/{config}" if config else base
-        class_names = self.layout.class_names
-        super().__init__(f"tfds:{self.dataset_name}/{split}", len(class_names), class_names, skip_bad)
+        super().__init__(f"tfds:{self.dataset_name}/{split}", self.layout.descriptor, skip_bad)
+        self.table = descriptor_table(self.layout.descriptor)
         encoded = {self.layout.image_key: tfds.decode.SkipDecoding(), self.layout.mask_key: tfds.decode.SkipDecoding()}
         try:
             self._dataset = tfds.load(
@@ -92,7 +74,7 @@ class TFDSSource(SegmentationSource):
 
     def _decode(self, image_data: bytes, mask_data: bytes, name: bytes) -> tuple[np.ndarray, np.ndarray]:
         where = f"{self.name}[{name.decode()}]"
-        return decode_pair(image_data, mask_data, self.layout.table, where, where, self.layout.mask_channel)
+        return decode_pair(image_data, mask_data, self.table, where, where, self.layout.mask_channel)
 
     def records(self) -> tf.data.Dataset:
         layout = self.layout

@@ -1,6 +1,7 @@
 """TFRecord shards of tf.Example: the writer (`write_tfrecords`) and the reader (`TFRecordSource`).
 
-A split `S` written to `OUT` is `OUT/S-00000-of-0000N.tfrecord` ... plus `OUT/S.json` (classes, counts, shards).
+A split `S` written to `OUT` is `OUT/S-00000-of-0000N.tfrecord` ... plus `OUT/S.json` (the dataset's name, classes
+and colours, counts, shards).
 The feature keys are those of the official DeepLab `build_voc2012_data.py`, so its shards read here too (give
 `num_classes` when they have no .json). Images keep their encoded bytes (a JPEG stays the same JPEG); masks
 are 8-bit grayscale PNGs of the class ids, so the round trip is lossless. Every file is written under a
@@ -18,8 +19,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_deeplab.descriptors import DatasetDescriptor, make_descriptor
 from keras_deeplab.files import atomic_path, write_json
-from pipelines.decode import decode_pair, encode_png, label_table
+from pipelines.decode import decode_pair, descriptor_table, encode_png
 from pipelines.errors import DataError
 from pipelines.source import Example, SegmentationSource
 
@@ -87,8 +89,12 @@ def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, s
         "source": source.name,
         "split": split,
         "examples": sum(counts),
+        "dataset": source.descriptor.name,
         "num_classes": source.num_classes,
         "class_names": list(source.class_names),
+        "palette": [list(color) for color in source.descriptor.palette],
+        "ignore_color": list(source.descriptor.ignore_color),
+        "background": source.descriptor.background,
         "shards": [os.path.basename(path) for path in paths],
         "examples_per_shard": counts,
         "skipped": source.skipped.as_list(),
@@ -97,9 +103,26 @@ def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, s
     return metadata
 
 
+def _descriptor(metadata: dict, class_names: Sequence[str]) -> DatasetDescriptor:
+    """The dataset's descriptor from the metadata write_tfrecords wrote (its colours when its class names are
+    those read), else one in the VOC colours; no label map either way."""
+    name = metadata.get("dataset") or "tfrecord"
+    if "palette" in metadata and list(class_names) == list(metadata["class_names"]):
+        return DatasetDescriptor(
+            name,
+            tuple(class_names),
+            tuple(tuple(color) for color in metadata["palette"]),
+            ignore_color=tuple(metadata["ignore_color"]),
+            background=metadata.get("background"),
+        )
+    return make_descriptor(name, class_names)
+
+
 class TFRecordSource(SegmentationSource):
     """A split written by write_tfrecords (or the official DeepLab converter).
 
+    Its descriptor is the written dataset's (names and colours from the metadata), without a label map: the
+    masks hold class ids. `num_classes` / `class_names` override the metadata's (then colours are VOC's).
     `examples()` reads the shards one after the other; `records()` reads up to MAX_OPEN_SHARDS at once.
     """
 
@@ -115,6 +138,7 @@ class TFRecordSource(SegmentationSource):
         skip_bad: bool = False,
     ):
         metadata_path = os.path.join(root, f"{split}.json")
+        metadata: dict = {}
         if os.path.isfile(metadata_path):
             with open(metadata_path, encoding="utf-8") as file:
                 metadata = json.load(file)
@@ -133,8 +157,10 @@ class TFRecordSource(SegmentationSource):
             if not os.path.isfile(path):
                 raise DataError(path, f"shard is missing (listed in {metadata_path})")
         class_names = class_names or [f"class_{index}" for index in range(num_classes)]
-        super().__init__(f"tfrecord/{split}", num_classes, class_names, skip_bad)
-        self.table = label_table(num_classes)
+        if len(class_names) != num_classes:
+            raise ValueError(f"tfrecord/{split}: {len(class_names)} class names for {num_classes} classes")
+        super().__init__(f"tfrecord/{split}", _descriptor(metadata, class_names), skip_bad)
+        self.table = descriptor_table(self.descriptor)
 
     def __len__(self) -> int:
         if self._length is None:

@@ -7,10 +7,8 @@ with the returned `height` and `width`, and writes a palette PNG and an overlay 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -18,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from serving.export import CLASS_MAP_OUTPUT, HEIGHT_OUTPUT, IMAGE_BYTES_INPUT, WIDTH_OUTPUT
+from serving.settings import (
+    CLASS_MAP_OUTPUT,
+    DEFAULT_TIMEOUT_S,
+    HEIGHT_OUTPUT,
+    IMAGE_BYTES_INPUT,
+    WIDTH_OUTPUT,
+)
 
-DEFAULT_BATCH_SIZE = 8
-DEFAULT_TIMEOUT_S = 300.0
 
-
-class ServingError(RuntimeError):
+class ServingError(OSError):
     """The server answered with an error, or could not be reached; the message says which and why."""
 
 
@@ -89,43 +90,3 @@ def predict_class_maps(
     if len(class_maps) != len(encoded_images):
         raise ServingError(f"{target}: sent {len(encoded_images)} images, got {len(class_maps)} class maps")
     return class_maps
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("client", help="segment images with a TF Serving REST endpoint")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
-    parser.add_argument("--url", default="http://127.0.0.1:8501", help="server root (default %(default)s)")
-    parser.add_argument("--name", default="deeplab", help="model name (default %(default)s)")
-    parser.add_argument("--version", type=int, help="model version (default: the server's latest)")
-    parser.add_argument("--signature", help="signature name (default: serving_default)")
-    parser.add_argument("--columnar", action="store_true", help='send {"inputs": ...} instead of {"instances": ...}')
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per request")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
-    parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from serving.predict import read_image, write_outputs
-
-    os.makedirs(args.out, exist_ok=True)
-    for start in range(0, len(args.images), args.batch_size):
-        paths = args.images[start : start + args.batch_size]
-        try:
-            decoded = [read_image(path) for path in paths]
-            class_maps = predict_class_maps(
-                args.url,
-                args.name,
-                [encoded for _, encoded in decoded],
-                version=args.version,
-                signature_name=args.signature,
-                columnar=args.columnar,
-                timeout_s=args.timeout,
-            )
-        except (ServingError, OSError, ValueError) as error:
-            print(f"error: {error}")
-            return 1
-        for path, (image, _), class_map in zip(paths, decoded, class_maps, strict=True):
-            mask_path, overlay_path = write_outputs(args.out, path, image, class_map)
-            print(f"{path}: {mask_path}, {overlay_path}")
-    return 0

@@ -1,4 +1,4 @@
-"""`keras-deeplab export`: a trained model as a SavedModel in the folder layout TF Serving loads.
+"""A trained model as a SavedModel in the folder layout TF Serving loads.
 
 `export/deeplab/1/` holds one version. Its signatures:
 
@@ -24,7 +24,6 @@ variable once (about 4 bytes per parameter), where Keras' `model.export()` store
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -34,20 +33,19 @@ import keras
 import tensorflow as tf
 
 from keras_deeplab import constants
-
-SERVING_SIGNATURE = "serving_default"
-IMAGES_SIGNATURE = "serving_images"
-IMAGE_BYTES_INPUT = "image_bytes"
-IMAGES_INPUT = "images"
-CLASS_MAP_OUTPUT = "class_map"
-CLASS_MAP_PNG_OUTPUT = "class_map_png_bytes"
-HEIGHT_OUTPUT = "height"
-WIDTH_OUTPUT = "width"
-SCORES_OUTPUT = "scores"
-# Largest image the graph accepts, height x width: 16 times a 1024 x 1024 photo would need tens of GB of
-# activations in the paper's ResNet-101; `keras-deeplab serve` checks the same limit before decoding.
-DEFAULT_MAX_PIXELS = 4096 * 4096
-VERSION_PATTERN = re.compile(r"^[0-9]+$")
+from serving.settings import (
+    CLASS_MAP_OUTPUT,
+    CLASS_MAP_PNG_OUTPUT,
+    DEFAULT_MAX_PIXELS,
+    HEIGHT_OUTPUT,
+    IMAGE_BYTES_INPUT,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+    SCORES_OUTPUT,
+    SERVING_SIGNATURE,
+    WIDTH_OUTPUT,
+    model_versions,
+)
 
 
 class DeepLabServing(tf.Module):
@@ -147,27 +145,6 @@ def tf_error_message(error: tf.errors.OpError) -> str:
     return " ".join(line for line in lines if line and not line.startswith(skip)) or error.message
 
 
-def load_keras_model(path: str | os.PathLike) -> keras.Model:
-    """A `.keras` file, loaded without its optimizer; a clear error when it is missing or not a model."""
-    path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise ValueError(f"{path}: expected a Keras model file ending in .keras")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a damaged archive
-        raise ValueError(f"{path}: not a readable Keras model file ({type(error).__name__}: {error})") from error
-
-
-def model_versions(base_path: str | os.PathLike) -> list[int]:
-    """The version numbers under `base_path` (sub-folders named by digits only, as TF Serving reads them)."""
-    base_path = os.fspath(base_path)
-    if not os.path.isdir(base_path):
-        return []
-    return sorted(int(name) for name in os.listdir(base_path) if VERSION_PATTERN.match(name))
-
-
 def export_saved_model(
     model: keras.Model,
     base_path: str | os.PathLike,
@@ -212,36 +189,3 @@ def export_saved_model(
 def folder_bytes(path: str | os.PathLike) -> int:
     """Total size in bytes of the files under `path`."""
     return sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("export", help="write a .keras model as a SavedModel for TF Serving")
-    parser.add_argument("--model", required=True, help="trained model file (.keras)")
-    parser.add_argument("--out", required=True, help="model base path; the version is a sub-folder")
-    parser.add_argument("--version", type=int, help="version number (default: one above the highest there)")
-    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="rebuild at this stride")
-    parser.add_argument("--scores", action="store_true", help="also return the class probabilities")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest height x width accepted")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        model = load_keras_model(args.model)
-        path = export_saved_model(
-            model,
-            args.out,
-            args.version,
-            output_stride=args.output_stride,
-            scores=args.scores,
-            max_pixels=args.max_pixels,
-        )
-    except (OSError, ValueError) as error:
-        print(f"error: {error}")
-        return 1
-    size = folder_bytes(path)
-    variables = folder_bytes(os.path.join(path, "variables"))
-    parameters = model.count_params()
-    print(f"wrote {path}: {size / 1e6:.1f} MB ({variables / parameters:.2f} bytes per parameter in variables/)")
-    print(f"signatures: {SERVING_SIGNATURE} (encoded images), {IMAGES_SIGNATURE} (float32 pixels)")
-    return 0

@@ -7,7 +7,6 @@ them (`tf.io.decode_image`, RGB), so `predict`, `serve` and TF Serving see the s
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,10 +15,13 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from keras_deeplab import constants
-from keras_deeplab.inference import PredictLogits, predict_class_map
-from keras_deeplab.visualize import overlay, save_image_atomically, save_palette_png
-from serving.export import load_keras_model, model_versions, tf_error_message
+from keras_deeplab.descriptors import descriptor_for_num_classes
+from keras_deeplab.inference import PredictLogits, class_probabilities
+from keras_deeplab.loading import is_run_folder, load_model
+from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png
+from serving.export import tf_error_message
+from serving.settings import model_versions
+from serving.tflite import TFLiteModel
 
 OVERLAY_ALPHA = 0.5
 OVERLAY_JPEG_QUALITY = 90
@@ -47,14 +49,21 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, bytes]:
 
 
 def write_outputs(
-    out_dir: str | os.PathLike, image_path: str | os.PathLike, image: np.ndarray, class_map: np.ndarray
+    out_dir: str | os.PathLike,
+    image_path: str | os.PathLike,
+    image: np.ndarray,
+    class_map: np.ndarray,
+    palette: Palette = None,
 ) -> tuple[str, str]:
-    """Write `<stem>.png` (palette PNG of `class_map`) and `<stem>_overlay.jpg` into `out_dir`; return both paths."""
+    """Write `<stem>.png` (palette PNG of `class_map`) and `<stem>_overlay.jpg` into `out_dir`; return both paths.
+
+    `palette`: the dataset's descriptor (or an array of colours; see keras_deeplab.visualize), default VOC's.
+    """
     stem = os.path.splitext(os.path.basename(os.fspath(image_path)))[0]
     mask_path = os.path.join(out_dir, f"{stem}.png")
     overlay_path = os.path.join(out_dir, f"{stem}_overlay.jpg")
-    save_palette_png(mask_path, class_map)
-    blended = Image.fromarray(overlay(image, class_map, OVERLAY_ALPHA))
+    save_palette_png(mask_path, class_map, palette)
+    blended = Image.fromarray(overlay(image, class_map, OVERLAY_ALPHA, palette))
     save_image_atomically(blended, overlay_path, format="JPEG", quality=OVERLAY_JPEG_QUALITY)
     return mask_path, overlay_path
 
@@ -65,31 +74,30 @@ def load_predictor(
     output_stride: int | None = None,
     input_range: Sequence[float] | None = None,
 ) -> Predictor:
-    """A .keras file, a SavedModel folder (or an export base path: its highest version) or a .tflite file.
+    """A DeepLab (`load_model`: a .keras file or a training run folder), a SavedModel folder (or an export base
+    path: its highest version) or a .tflite file, behind one `Predictor`.
 
-    `output_stride` rebuilds a .keras model at that stride. `input_range` overrides a .tflite model's pixel
+    `output_stride` rebuilds a DeepLab at that stride. `input_range` overrides a .tflite model's pixel
     range (default: its keras_deeplab metadata, else [-1, 1] as TensorFlow's published DeepLab models take).
     """
     path = os.fspath(path)
-    if output_stride is not None and not path.endswith(".keras"):
-        raise ValueError(f"{path}: --output-stride applies to .keras models only")
+    if not os.path.isdir(path) and not path.endswith((".keras", ".tflite")):
+        raise ValueError(
+            f"{path}: expected a .keras file, a training run folder, a .tflite file or a SavedModel folder"
+        )
+    saved_model = os.path.isdir(path) and not is_run_folder(path)
+    if output_stride is not None and (saved_model or path.endswith(".tflite")):
+        raise ValueError(f"{path}: --output-stride applies to .keras models and run folders only")
     if input_range is not None and not path.endswith(".tflite"):
         raise ValueError(f"{path}: --input-range applies to .tflite models only")
-    if path.endswith(".keras"):
-        model = load_keras_model(path)
-        if output_stride is not None:
-            model = model.with_output_stride(output_stride)
-        return Predictor(lambda images: model(images, training=False), f"Keras model {path}")
     if path.endswith(".tflite"):
-        from serving.tflite import TFLiteModel
-
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such TFLite file")
         tflite = TFLiteModel(path, input_range=input_range)
         low, high = tflite.input_range
         description = f"TFLite model {path} ({tflite.input_size}x{tflite.input_size}, inputs in [{low:g}, {high:g}])"
         return Predictor(tflite.predict_logits, description, tflite.input_size)
-    if os.path.isdir(path):
+    if saved_model:
         if not os.path.isfile(os.path.join(path, "saved_model.pb")) and model_versions(path):
             path = os.path.join(path, str(max(model_versions(path))))
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -98,7 +106,8 @@ def load_predictor(
         if not hasattr(loaded, "logits"):
             raise ValueError(f"{path}: not a keras-deeplab export (it has no `logits` function)")
         return Predictor(lambda images: loaded.logits(images), f"SavedModel {path}")  # keeps `loaded` alive
-    raise ValueError(f"{path}: expected a .keras file, a .tflite file or a SavedModel folder")
+    model = load_model(path, output_stride)
+    return Predictor(lambda images: model(images, training=False), f"Keras model {path}")
 
 
 def predict_files(
@@ -109,7 +118,8 @@ def predict_files(
     flip: bool = False,
 ) -> Iterator[tuple[str, str]]:
     """Predict each image (class probabilities averaged over `scales` and flips), write its two files, and
-    yield their paths (mask PNG, overlay JPEG) image by image."""
+    yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the colours of the dataset that
+    the model's number of classes names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K, else VOC)."""
     if predictor.fixed_input_size is not None and tuple(scales) != (1.0,):
         raise ValueError(
             f"{predictor.description} has one input size, so --scales cannot change what it sees; "
@@ -118,39 +128,6 @@ def predict_files(
     os.makedirs(out_dir, exist_ok=True)
     for image_path in image_paths:
         image, _ = read_image(image_path)
-        class_map = predict_class_map(predictor.predict_logits, image[np.newaxis], scales, flip)[0].numpy()
-        yield write_outputs(out_dir, image_path, image, class_map)
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(value) for value in text.split(",") if value.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("predict", help="class maps of image files: palette PNG and overlay JPEG")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files")
-    parser.add_argument("--model", required=True, help="a .keras file, a SavedModel folder or a .tflite file")
-    parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg")
-    parser.add_argument("--scales", type=_floats, default=[1.0], help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
-    parser.add_argument("--flip", action="store_true", help="also predict the left-right mirrored image")
-    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help=".keras models only")
-    parser.add_argument("--input-range", type=_floats, help=".tflite only: pixel range it takes, e.g. -1,1 or 0,255")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        if args.input_range is not None and len(args.input_range) != 2:
-            raise ValueError(f"--input-range: expected two numbers (low,high), got {args.input_range}")
-        predictor = load_predictor(args.model, output_stride=args.output_stride, input_range=args.input_range)
-        print(f"predicting with {predictor.description}")
-        written = predict_files(args.images, predictor, args.out, args.scales, args.flip)
-        for image_path, (mask_path, overlay_path) in zip(args.images, written, strict=True):
-            print(f"{image_path}: {mask_path}, {overlay_path}")
-    except (OSError, ValueError) as error:
-        print(f"error: {error}")
-        return 1
-    return 0
+        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0]
+        class_map = tf.argmax(probabilities, axis=-1, output_type=tf.int32).numpy()
+        yield write_outputs(out_dir, image_path, image, class_map, descriptor_for_num_classes(probabilities.shape[-1]))

@@ -17,7 +17,6 @@ Request parsing and answers are in `RestApi.handle`, testable without a socket.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import io
@@ -35,12 +34,17 @@ from google.protobuf import json_format
 from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving.export import DEFAULT_MAX_PIXELS, SERVING_SIGNATURE, model_versions, tf_error_message
+from serving.export import tf_error_message
+from serving.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_PORT,
+    SERVING_SIGNATURE,
+    model_versions,
+)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8501  # TF Serving's REST port
-DEFAULT_MAX_BODY_BYTES = 64 * 2**20
-DEFAULT_MAX_CONCURRENT = 4  # predictions running at once; more requests wait for a slot
 BYTES_SUFFIX = "_bytes"
 BASE64_KEY = "b64"
 PREDICT_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+))?:(classify|regress|predict)")
@@ -395,40 +399,3 @@ def make_http_server(
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="serve a SavedModel export over TF Serving's REST API")
-    parser.add_argument("base_path", help="export folder holding version sub-folders (export/deeplab)")
-    parser.add_argument("--name", help="model name in the URL (default: the folder's name)")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--num-versions", type=int, default=1, help="serve the N highest versions")
-    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image, height x width")
-    parser.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT, help="predictions at once")
-    parser.add_argument("--quiet", action="store_true", help="no line per request")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    api = RestApi(
-        args.base_path,
-        args.name,
-        num_versions=args.num_versions,
-        max_pixels=args.max_pixels,
-        max_concurrent=args.max_concurrent,
-    )
-    server = make_http_server(
-        api, args.host, args.port, max_body_bytes=int(args.max_body_mb * 2**20), access_log=not args.quiet
-    )
-    host, port = server.server_address[:2]
-    url = f"http://{host}:{port}/v1/models/{api.name}"
-    print(f"serving {api.name} versions {sorted(api.versions)} at {url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0

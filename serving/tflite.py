@@ -14,7 +14,6 @@ are compared, so the comparison measures the conversion alone. TensorFlow's publ
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -28,13 +27,11 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from keras_deeplab import constants
-from keras_deeplab.files import write_bytes
 from keras_deeplab.inference import PredictLogits, predict_class_map
 from keras_deeplab.metrics import MeanIoU
+from pipelines.formats import open_source
+from serving.settings import QUANTIZATIONS
 
-QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "full_int8")
-# Least pixel agreement with the Keras model that `convert-tflite` accepts, per variant.
-DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.995, "dynamic_int8": 0.95, "full_int8": 0.95}
 METADATA_NAME = "keras_deeplab"
 MODEL_INPUT_RANGE = (0.0, 255.0)  # this project's models normalise pixels themselves
 PUBLISHED_INPUT_RANGE = (-1.0, 1.0)  # TensorFlow's published DeepLab TFLite models: pixel / 127.5 - 1
@@ -292,85 +289,8 @@ def variant_path(out_dir: str | os.PathLike, model_path: str | os.PathLike, quan
 
 def dataset_examples(format: str, root: str | None, split: str, count: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """The first `count` (image, mask, name) examples of a split, read with `pipelines.open_source`."""
-    from pipelines import open_source
-
     options = {"num_examples": count} if format == "synthetic" else {}
     examples = list(itertools.islice(open_source(format, root, split, **options).examples(), count))
     if not examples:
         raise ValueError(f"{format} split {split!r} at {root}: no examples")
     return examples
-
-
-def _agreement_threshold(text: str) -> tuple[str, float]:
-    name, _, value = text.partition("=")
-    if name not in QUANTIZATIONS or not value:
-        raise argparse.ArgumentTypeError(f"expected VARIANT=VALUE with VARIANT one of {QUANTIZATIONS}, got {text!r}")
-    return name, float(value)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "convert-tflite", help="convert a .keras model to TFLite variants and check them against Keras"
-    )
-    parser.add_argument("--model", required=True, help="trained model file (.keras)")
-    parser.add_argument("--out", required=True, help="folder for <stem>_<variant>_<size>.tflite")
-    parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS))
-    parser.add_argument("--input-size", type=int, default=constants.CROP_SIZE, help="S of the (1, S, S, 3) input")
-    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="rebuild at this stride")
-    parser.add_argument("--format", default="synthetic", help="dataset format of the check and calibration images")
-    parser.add_argument("--root", help="dataset folder (not used by synthetic)")
-    parser.add_argument("--split", default="val", help="split of the images the variants are checked on")
-    parser.add_argument("--num-images", type=int, default=20, help="images to check on")
-    parser.add_argument("--representative-split", default="train", help="split of the full_int8 calibration images")
-    parser.add_argument("--representative-images", type=int, default=50, help="full_int8 calibration images")
-    parser.add_argument(
-        "--min-agreement",
-        type=_agreement_threshold,
-        action="append",
-        default=[],
-        metavar="VARIANT=VALUE",
-        help=f"least pixel agreement with Keras (defaults {DEFAULT_MIN_AGREEMENT})",
-    )
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from serving.export import load_keras_model
-
-    try:
-        model = load_keras_model(args.model)
-        if args.output_stride is not None:
-            model = model.with_output_stride(args.output_stride)
-        representative = None
-        if "full_int8" in args.quantization:
-            representative = [
-                image
-                for image, _, _ in dataset_examples(
-                    args.format, args.root, args.representative_split, args.representative_images
-                )
-            ]
-        examples = dataset_examples(args.format, args.root, args.split, args.num_images)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}")
-        return 1
-    os.makedirs(args.out, exist_ok=True)
-    variants = {}
-    for quantization in args.quantization:
-        path = variant_path(args.out, args.model, quantization, args.input_size)
-        write_bytes(path, convert(model, quantization, args.input_size, representative))
-        variants[quantization] = TFLiteModel(path)
-        print(f"wrote {path} ({variants[quantization].size_bytes / 1e6:.2f} MB)")
-    report = compare_with_keras(model, variants, examples)
-    thresholds = {**DEFAULT_MIN_AGREEMENT, **dict(args.min_agreement)}
-    print(f"{len(examples)} images of {args.format}/{args.split}, each fitted to {args.input_size}x{args.input_size}")
-    print(f"{'model':<14}{'size MB':>9}{'agreement':>11}{'mIoU':>8}")
-    print(f"{'keras':<14}{'':>9}{'':>11}{report['keras']['miou']:>8.4f}")
-    failures = []
-    for name in variants:
-        result = report[name]
-        print(f"{name:<14}{result['size_mb']:>9.2f}{result['agreement']:>11.5f}{result['miou']:>8.4f}")
-        if result["agreement"] < thresholds[name]:
-            failures.append(f"{name}: pixel agreement {result['agreement']:.5f} is below {thresholds[name]}")
-    for failure in failures:
-        print(f"FAILED {failure}")
-    return 1 if failures else 0

@@ -11,7 +11,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from keras_deeplab.constants import IGNORE_LABEL, VOC_COLORMAP
+from keras_deeplab.constants import IGNORE_LABEL
+from keras_deeplab.descriptors import VOC_COLORMAP
 
 VOC_PALETTE = [channel for color in VOC_COLORMAP for channel in color]
 

@@ -48,11 +48,12 @@ def save_keras_model(path: str) -> None:
 
 def export_tiny_model(tmp_path_factory) -> tuple[str, str]:
     """(.keras path, export base path holding version 1) of the shared tiny model."""
-    from serving.export import export_saved_model, load_keras_model
+    from keras_deeplab.loading import load_model
+    from serving.export import export_saved_model
 
     keras_path = shared_path(tmp_path_factory, "tiny.keras", save_keras_model)
     base_path = shared_path(
-        tmp_path_factory, "export_deeplab", lambda path: export_saved_model(load_keras_model(keras_path), path)
+        tmp_path_factory, "export_deeplab", lambda path: export_saved_model(load_model(keras_path), path)
     )
     return keras_path, base_path
 

@@ -156,7 +156,7 @@ def test_save_load_round_trip_and_output_stride_16_weights_at_8(backbone, tiny_m
 )
 @pytest.mark.parametrize("backbone", sorted(VARIANTS))
 def test_resnet_only_options_are_refused(backbone, options, message):
-    with pytest.raises(ValueError, match=f"{message} applies to the ResNet backbones only"):
+    with pytest.raises(ValueError, match=f"{message} applies to the backbones resnet50, resnet101 only"):
         build_model(16, **{**VARIANTS[backbone][0], **options})
 
 

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab import MeanIoU, build_model, cli
+from keras_deeplab.descriptors import make_descriptor
 from keras_deeplab.evaluation import evaluate_model, format_table
 from keras_deeplab.inference import class_probabilities
 from pipelines import ArraySource, synthetic_source
@@ -26,7 +27,7 @@ def odd_sized_source(count=3):
     masks = rng.integers(0, NUM_CLASSES, (count, 45, 67)).astype(np.uint8)
     masks[:, ::7] = 255
     names = [f"odd_{index}" for index in range(count)]
-    return ArraySource("odd", images, masks, names, num_classes=NUM_CLASSES, class_names=list("abcde"))
+    return ArraySource("odd", images, masks, names, descriptor=make_descriptor("odd", list("abcde")))
 
 
 @pytest.mark.parametrize(("scales", "flip"), [((1.0,), False), ((0.75,), True)])

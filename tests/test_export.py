@@ -11,13 +11,15 @@ from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map
 
 from keras_deeplab import constants
 from keras_deeplab.cli import main
-from serving.export import DEFAULT_MAX_PIXELS, export_saved_model, folder_bytes, load_keras_model, model_versions
+from keras_deeplab.loading import load_model
+from serving.export import export_saved_model, folder_bytes
+from serving.settings import DEFAULT_MAX_PIXELS, model_versions
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     keras_path, base_path = export_tiny_model(tmp_path_factory)
-    return load_keras_model(keras_path), tf.saved_model.load(os.path.join(base_path, "1")), base_path
+    return load_model(keras_path), tf.saved_model.load(os.path.join(base_path, "1")), base_path
 
 
 def test_serving_default_gives_keras_argmax_for_two_odd_sizes(exported):
@@ -97,7 +99,7 @@ def test_export_command_with_scores_output_stride_and_pixel_limit(tmp_path, tmp_
     assert main([*argv, "--output-stride", "8", "--max-pixels", str(51 * 47)]) == 0
     assert "bytes per parameter" in capsys.readouterr().out
     loaded = tf.saved_model.load(str(base / "7"))
-    model = load_keras_model(keras_path).with_output_stride(8)
+    model = load_model(keras_path).with_output_stride(8)
     images = [random_image(*size, seed=index) for index, size in enumerate(ODD_SIZES)]
     outputs = loaded.signatures["serving_default"](image_bytes=tf.constant([encode(image) for image in images]))
     for index, image in enumerate(images):
@@ -109,6 +111,6 @@ def test_export_command_with_scores_output_stride_and_pixel_limit(tmp_path, tmp_
     with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels"):
         loaded.signatures["serving_default"](image_bytes=tf.constant([encode(random_image(52, 47))]))
     assert main(["export", "--model", keras_path, "--out", str(base), "--version", "7"]) == 1
-    assert "already exists" in capsys.readouterr().out
+    assert "already exists" in capsys.readouterr().err
     assert main(["export", "--model", str(tmp_path / "missing.keras"), "--out", str(base)]) == 1
-    assert "no such model file" in capsys.readouterr().out
+    assert "no such model file" in capsys.readouterr().err

@@ -34,7 +34,7 @@ def test_probabilities_are_averaged_at_full_size_and_flips_are_mirrored_back():
 
 
 def test_bad_scales_are_refused():
-    with pytest.raises(ValueError, match="at least one scale"):
+    with pytest.raises(ValueError, match=r"scales must be a non-empty list of positive numbers, got \[\]"):
         class_probabilities(_left_half_is_class_one, tf.zeros((1, 8, 8, 3)), scales=())
     with pytest.raises(ValueError, match="positive"):
         class_probabilities(_left_half_is_class_one, tf.zeros((1, 8, 8, 3)), scales=(0.0,))

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab import MeanIoU
+from keras_deeplab.confusion import confusion_matrix, scores
 
 NUM_CLASSES = 6
 
@@ -92,3 +93,31 @@ def test_out_of_range_label_is_an_error():
     metric = MeanIoU(NUM_CLASSES)
     with pytest.raises(tf.errors.InvalidArgumentError, match="class ids below 6"):
         metric.update_state(np.full((1, 2, 2), 9, np.uint8), np.zeros((1, 2, 2), np.uint8))
+
+
+def test_results_are_the_numpy_scores_of_the_same_confusion_matrix():
+    labels = random_labels(6)
+    predictions = random_labels(7) % NUM_CLASSES
+    metric = MeanIoU(NUM_CLASSES)
+    metric.update_state(labels, predictions)
+    matrix = confusion_matrix(labels, predictions, NUM_CLASSES)
+    np.testing.assert_array_equal(metric.confusion_matrix.numpy(), matrix)
+    assert metric.results() == scores(matrix)
+    assert scores(matrix)["miou"] == pytest.approx(float(metric.result()), rel=1e-6)
+    assert_matches(metric, labels, predictions)
+
+
+def test_numpy_confusion_counts_ignores_and_refuses():
+    labels = np.array([[0, 0, 1, 255], [2, 2, 2, 255]])
+    predictions = np.array([[0, 1, 1, 7], [2, 2, 0, 0]])  # 7 under an ignored pixel is not counted
+    matrix = confusion_matrix(labels, predictions, 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    result = scores(matrix)
+    assert result["per_class_iou"] == pytest.approx([1 / 3, 1 / 2, 2 / 3])
+    assert result["miou"] == pytest.approx(np.mean([1 / 3, 1 / 2, 2 / 3]))
+    assert result["pixel_accuracy"] == pytest.approx(4 / 6)
+    assert scores(np.zeros((3, 3))) == {"miou": 0.0, "pixel_accuracy": 0.0, "per_class_iou": [None, None, None]}
+    with pytest.raises(ValueError, match="labels must be class ids below 3"):
+        confusion_matrix(np.array([3]), np.array([0]), 3)
+    with pytest.raises(ValueError, match="predicted class ids must be below 3"):
+        confusion_matrix(np.array([0]), np.array([3]), 3)

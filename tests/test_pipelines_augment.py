@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab.constants import IGNORE_LABEL, MEAN_PIXEL_RGB
+from keras_deeplab.descriptors import make_descriptor
 from pipelines import ArraySource, evaluation_dataset, open_source, training_dataset
 from pipelines.augment import augment_pair, random_scale, scaled_window
 
@@ -36,8 +37,7 @@ def colour_coded_source(count=3, height=47, width=61, seed=0):
         np.stack(images),
         np.stack(masks),
         [f"c{index}" for index in range(count)],
-        num_classes=4,
-        class_names=["red", "green", "blue", "yellow"],
+        descriptor=make_descriptor("colour_coded", ["red", "green", "blue", "yellow"]),
     )
 
 

@@ -54,6 +54,7 @@ def test_data_check_finds_every_planted_bad_file(tmp_path, capsys):
     good_pixels = sum(np.array(Image.open(tmp_path / "SegmentationClass" / f"{name}.png")).size for name in GOOD)
     assert sum(report["class_pixels"]) + report["ignored_pixels"] == good_pixels
     assert len(report["class_pixels"]) == 21 and report["class_pixels"][15] > 0 and report["ignored_pixels"] > 0
+    assert (report["dataset"], report["ignore_label"], report["class_names"][15]) == ("voc", 255, "person")
 
 
 def test_data_check_passes_a_clean_split(tmp_path, capsys):

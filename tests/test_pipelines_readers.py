@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_deeplab import constants
+from keras_deeplab.descriptors import CITYSCAPES, VOC
 from pipelines import DataError, evaluation_dataset, open_source, write_tfrecords
 from pipelines.decode import encode_png
 
@@ -35,7 +35,8 @@ def eager_and_graph(source):
 def test_voc_masks_are_pil_palette_indices(tmp_path):
     masks = fixtures.write_voc(str(tmp_path))
     source = open_source("voc", str(tmp_path), "train")
-    assert (len(source), source.num_classes, source.class_names) == (3, 21, constants.VOC_CLASS_NAMES)
+    assert (len(source), source.num_classes, source.class_names) == (3, 21, VOC.class_names)
+    assert source.descriptor is VOC
     examples = eager_and_graph(source)
     assert len(examples) == 3
     for name, (image, mask) in examples.items():
@@ -65,9 +66,10 @@ def test_cityscapes_label_ids_become_train_ids(tmp_path):
     masks = fixtures.write_cityscapes(str(tmp_path))
     source = open_source("cityscapes", str(tmp_path), "train")
     assert source.num_classes == 19 and len(source) == 2
+    assert source.descriptor is CITYSCAPES
     table = np.full(256, -1)
-    table[: constants.CITYSCAPES_MAX_LABEL_ID + 1] = 255
-    for label_id, train_id in constants.CITYSCAPES_LABEL_ID_TO_TRAIN_ID.items():
+    table[:34] = 255  # labelIds 0..33 exist; those without a train id are ignored, any other value is refused
+    for train_id, label_id in enumerate([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]):
         table[label_id] = train_id
     seen = set()
     for name, (image, mask) in eager_and_graph(source).items():
@@ -111,7 +113,9 @@ def test_tfrecord_round_trip_is_lossless(tmp_path):
         "train.json",
     ]  # no temporary file left behind
     copy = open_source("tfrecord", str(tmp_path / "records"), "train")
-    assert (len(copy), copy.num_classes, copy.class_names) == (3, 21, constants.VOC_CLASS_NAMES)
+    assert (len(copy), copy.num_classes, copy.class_names) == (3, 21, VOC.class_names)
+    assert (copy.descriptor.name, copy.descriptor.palette, copy.descriptor.background) == ("voc", VOC.palette, 0)
+    assert copy.descriptor.label_map is None  # the shards hold class ids
     before = {name: (image, mask) for image, mask, name in original.examples()}
     after = eager_and_graph(copy)
     assert before.keys() == after.keys()

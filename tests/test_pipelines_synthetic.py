@@ -25,6 +25,11 @@ def test_examples_depend_only_on_seed_split_and_index():
 def test_classes_scales_and_boundaries_look_like_voc():
     source = synthetic_source("val", 40)
     assert (source.num_classes, source.class_names, len(source)) == (NUM_CLASSES, CLASS_NAMES, 40)
+    assert (source.descriptor.name, source.descriptor.background, source.descriptor.palette[1]) == (
+        "synthetic",
+        0,
+        (128, 0, 0),  # VOC's colours
+    )
     masks = source.masks
     pixels = np.bincount(masks.ravel(), minlength=256)
     assert np.all(pixels[:NUM_CLASSES] > 0) and pixels[NUM_CLASSES:IGNORE_LABEL].sum() == 0

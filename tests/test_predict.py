@@ -6,10 +6,10 @@ import tensorflow as tf
 from PIL import Image
 from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map, random_image
 
-from keras_deeplab import constants
 from keras_deeplab.cli import main
+from keras_deeplab.descriptors import VOC_COLORMAP
 from keras_deeplab.inference import predict_class_map
-from serving.export import load_keras_model
+from keras_deeplab.loading import load_model
 from serving.predict import load_predictor, predict_files
 
 
@@ -31,11 +31,11 @@ def test_keras_model_writes_palette_png_and_overlay(tmp_path, tmp_path_factory, 
     keras_path, _ = export_tiny_model(tmp_path_factory)
     out = tmp_path / "out"
     assert main(["predict", *photos, "--model", keras_path, "--out", str(out)]) == 0
-    model = load_keras_model(keras_path)
+    model = load_model(keras_path)
     for index, size in enumerate(ODD_SIZES):
         mask = Image.open(out / f"photo{index}.png")
         assert mask.mode == "P" and mask.size == size[::-1]
-        assert mask.getpalette()[: 3 * 21] == [value for color in constants.VOC_COLORMAP[:21] for value in color]
+        assert mask.getpalette()[: 3 * 21] == [value for color in VOC_COLORMAP[:21] for value in color]
         image = random_image(*size, seed=index)
         np.testing.assert_array_equal(np.array(mask), keras_class_map(model, image))
         overlay = Image.open(out / f"photo{index}_overlay.jpg")
@@ -45,7 +45,7 @@ def test_keras_model_writes_palette_png_and_overlay(tmp_path, tmp_path_factory, 
 
 def test_scales_and_flip_average_probabilities(tmp_path, tmp_path_factory, photos):
     keras_path, _ = export_tiny_model(tmp_path_factory)
-    model = load_keras_model(keras_path)
+    model = load_model(keras_path)
     predictor = load_predictor(keras_path)
     [(mask_path, _)] = list(predict_files(photos[:1], predictor, tmp_path / "out", scales=(0.5, 1.25), flip=True))
     image = random_image(*ODD_SIZES[0], seed=0)[np.newaxis]
@@ -99,17 +99,20 @@ def test_published_style_tflite_takes_inputs_in_minus_one_to_one(tmp_path):
 def test_tflite_refuses_scales_and_bad_inputs_are_named(tmp_path, tmp_path_factory, photos, capsys):
     model = _published_style_tflite(tmp_path / "m.tflite")
     assert main(["predict", photos[0], "--model", model, "--out", str(tmp_path / "o"), "--scales", "0.5,1"]) == 1
-    assert "--scales" in capsys.readouterr().out
+    assert "--scales" in capsys.readouterr().err
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(encode(random_image(30, 30), "JPEG")[:100])
     keras_path, _ = export_tiny_model(tmp_path_factory)
     assert main(["predict", str(broken), "--model", keras_path, "--out", str(tmp_path / "o")]) == 1
-    assert "broken.jpg: not a readable" in capsys.readouterr().out
+    assert "broken.jpg: not a readable" in capsys.readouterr().err
     not_model = tmp_path / "weights.h5"
     not_model.write_bytes(b"x")
     assert main(["predict", photos[0], "--model", str(not_model), "--out", str(tmp_path / "o")]) == 1
-    assert "expected a .keras file, a .tflite file or a SavedModel folder" in capsys.readouterr().out
+    assert (
+        "expected a .keras file, a training run folder, a .tflite file or a SavedModel folder"
+        in capsys.readouterr().err
+    )
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(b"not a flatbuffer")
     assert main(["predict", photos[0], "--model", str(garbage), "--out", str(tmp_path / "o")]) == 1
-    assert "not a readable TFLite model" in capsys.readouterr().out
+    assert "not a readable TFLite model" in capsys.readouterr().err

@@ -18,8 +18,8 @@ from PIL import Image
 from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map, random_image
 
 from keras_deeplab.cli import main
+from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
-from serving.export import load_keras_model
 from serving.server import _outputs_to_json
 
 MAX_PIXELS = 60 * 60
@@ -46,7 +46,7 @@ def served(tmp_path_factory):
         url = match and match.group(1)
     try:
         assert url, f"serve did not start: {''.join(seen)[-2000:]}"
-        yield url, load_keras_model(keras_path)
+        yield url, load_model(keras_path)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -228,10 +228,10 @@ def test_client_reports_server_errors_plainly(served, tmp_path, capsys):
     image = tmp_path / "a.png"
     image.write_bytes(encode(random_image(20, 20)))
     assert main(["client", str(image), "--url", url, "--name", "other", "--out", str(tmp_path / "out")]) == 1
-    assert "answered HTTP 404: Servable not found for request: Latest(other)" in capsys.readouterr().out
+    assert "answered HTTP 404: Servable not found for request: Latest(other)" in capsys.readouterr().err
     with pytest.raises(ServingError, match="cannot reach the server"):
         predict_class_maps("http://127.0.0.1:9", "deeplab", [b"x"], timeout_s=5)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(_truncated_jpeg())
     assert main(["client", str(broken), "--url", url, "--out", str(tmp_path / "out")]) == 1
-    assert "broken.jpg: not a readable" in capsys.readouterr().out
+    assert "broken.jpg: not a readable" in capsys.readouterr().err

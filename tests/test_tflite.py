@@ -91,4 +91,4 @@ def test_convert_command_writes_variants_with_metadata_and_fails_below_its_thres
     assert main([*common, *strict]) == 1
     assert "FAILED float32: pixel agreement 1.00000 is below 1.01" in capsys.readouterr().out
     assert main([*common, "--format", "voc", "--root", str(tmp_path / "absent")]) == 1
-    assert "error:" in capsys.readouterr().out
+    assert "error:" in capsys.readouterr().err

@@ -9,17 +9,17 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab import build_model
-from keras_deeplab.recipes import load_recipe
-from keras_deeplab.training import (
+from keras_deeplab.checkpoints import (
     CheckpointFolder,
     CheckpointMismatchError,
     check_same_architecture,
     checkpoint_model_config,
-    copy_weights_by_layer,
-    load_trained_model,
-    make_optimizer,
-    train,
 )
+from keras_deeplab.loading import ModelFileError, load_model
+from keras_deeplab.recipe import load_recipe
+from keras_deeplab.training import train
+from keras_deeplab.training.step import make_optimizer
+from keras_deeplab.weights import copy_layer_weights, layer_weights
 
 TINY = {"backbone": "resnet50", "width_multiplier": 0.125, "aspp_filters": 16}
 
@@ -69,6 +69,11 @@ def test_another_architecture_is_named_key_by_key():
         check_same_architecture(config, {**config, "num_classes": 4}, "ckpt-1")
 
 
+def copy_weights_by_layer(target, source, where):
+    """What training does with train.init_checkpoint."""
+    copy_layer_weights(target, layer_weights(source), where, every_model_layer=True, error=CheckpointMismatchError)
+
+
 def test_initial_weights_are_copied_by_layer_name_and_a_mismatch_names_the_layer():
     source, target = tiny_model(), tiny_model()
     copy_weights_by_layer(target, source, "source.keras")
@@ -85,22 +90,22 @@ def test_initial_weights_are_copied_by_layer_name_and_a_mismatch_names_the_layer
 def test_trained_models_load_from_a_keras_file_or_a_run_directory(tmp_path):
     model, _, checkpoint = model_and_checkpoint()
     model.save(tmp_path / "model.keras")
-    from_file = load_trained_model(str(tmp_path / "model.keras"), output_stride=8)
+    from_file = load_model(str(tmp_path / "model.keras"), output_stride=8)
     assert from_file.build_config["output_stride"] == 8
     CheckpointFolder(str(tmp_path / "run" / "checkpoints"), keep=1).save(checkpoint, 5, model.build_config)
-    from_run = load_trained_model(str(tmp_path / "run"))
+    from_run = load_model(str(tmp_path / "run"))
     images = np.random.default_rng(0).uniform(0, 255, (1, 33, 33, 3)).astype(np.float32)
     np.testing.assert_allclose(from_run(images), model(images), atol=1e-5)
     np.testing.assert_allclose(from_file.with_output_stride(16)(images), model(images), atol=1e-5)
-    with pytest.raises(FileNotFoundError, match="no such model file or run directory"):
-        load_trained_model(str(tmp_path / "absent"))
+    with pytest.raises(ModelFileError, match="absent: no such model file or run folder"):
+        load_model(str(tmp_path / "absent"))
     (tmp_path / "corrupt.keras").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(ValueError, match=r"corrupt\.keras: not a readable \.keras model file"):
-        load_trained_model(str(tmp_path / "corrupt.keras"))
+        load_model(str(tmp_path / "corrupt.keras"))
     inputs = keras.Input((4,))
     keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "dense.keras")
     with pytest.raises(ValueError, match=r"dense\.keras: holds a Functional, not a DeepLab model"):
-        load_trained_model(str(tmp_path / "dense.keras"))
+        load_model(str(tmp_path / "dense.keras"))
 
 
 def tiny_recipe(tmp_path, *overrides):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from keras_deeplab.recipes import RecipeError, available_recipes, load_recipe
+from keras_deeplab.recipe import RecipeError, available_recipes, load_recipe
 
 
 def write(tmp_path, values, name="recipe.json"):

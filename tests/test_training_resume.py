@@ -12,8 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab import build_model
-from keras_deeplab.recipes import load_recipe
-from keras_deeplab.training import CheckpointFolder, make_optimizer, poly_learning_rate
+from keras_deeplab.checkpoints import CheckpointFolder
+from keras_deeplab.recipe import load_recipe
+from keras_deeplab.training.step import make_optimizer, poly_learning_rate
 
 STEPS = 30
 MODEL = {"backbone": "resnet50", "width_multiplier": 0.125, "aspp_filters": 16, "num_classes": 5}
@@ -33,7 +34,7 @@ def train_command(run_dir):
         "log.every_steps=5",
         "log.image_every_steps=10",
     ]
-    command = [sys.executable, "-m", "keras_deeplab.cli", "train", "--config", "demo", "--no-progress"]
+    command = [sys.executable, "-m", "keras_deeplab.cli", "train", "--recipe", "demo", "--no-progress"]
     return command + [part for override in overrides for part in ("--set", override)]
 
 

@@ -8,15 +8,9 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab import build_model
-from keras_deeplab.recipes import DistributionSettings, TrainSettings
-from keras_deeplab.training import (
-    dtype_policy,
-    make_optimizer,
-    make_strategy,
-    make_train_step,
-    poly_learning_rate,
-    precision_policy,
-)
+from keras_deeplab.recipe import DistributionSettings, TrainSettings
+from keras_deeplab.training.step import make_optimizer, make_train_step, poly_learning_rate
+from keras_deeplab.training.strategy import dtype_policy, make_strategy, precision_policy
 
 NUM_CLASSES = 4
 SETTINGS = TrainSettings(steps=10, learning_rate=0.02, momentum=0.9, weight_decay=1e-3)

@@ -1,91 +1,46 @@
-"""Backbones by name: the features they return and the pixel convention their ImageNet weights expect."""
+"""The backbone registry: each backbone's `BackboneSpec` lives in its own file; this names them.
+
+Adding a backbone: its file defines the spec (builder, pixel normalisation, options, ImageNet file), and it gets
+one entry in BACKBONES and in `_specs`. Names are readable without importing Keras (the command line's
+`--help`); a spec's module is imported on first use.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
-from keras_deeplab import constants
-from keras_deeplab.backbones.base import BackboneFeatures
-from keras_deeplab.backbones.mobilenetv2 import mobilenetv2_features
-from keras_deeplab.backbones.resnet import resnet_features
-from keras_deeplab.backbones.xception import xception65_features
-from keras_deeplab.layers import NormSettings, PixelNormalization
+from keras_deeplab.backbones.base import BackboneFeatures, BackboneSpec, FeatureInfo
 
-RESNETS = tuple(constants.RESNET_STAGE_BLOCKS)
-BACKBONES = (*RESNETS, "xception65", "mobilenetv2")
-# Backbones whose official DeepLab configuration uses the light ASPP (1x1 branch and image pooling only).
-LIGHT_ASPP_BACKBONES = ("mobilenetv2",)
-# Layers of a backbone's keras.applications weight file that DeepLab does not build.
-UNUSED_WEIGHT_LAYERS = {"mobilenetv2": constants.MOBILENETV2_UNUSED_WEIGHT_LAYERS}
+BACKBONES = ("resnet50", "resnet101", "xception65", "mobilenetv2")
 
 
-def pixel_normalization(backbone: str) -> PixelNormalization:
-    """The layer mapping RGB [0, 255] pixels to what `backbone`'s ImageNet weights were trained on."""
-    _check_backbone(backbone)
-    if backbone in RESNETS:
-        return PixelNormalization(constants.RESNET_CAFFE_MEAN_BGR, reverse_channels=True, name="preprocessing")
-    return PixelNormalization(
-        constants.SIGNED_UNIT_PIXEL_MEAN_RGB, scale=constants.SIGNED_UNIT_PIXEL_SCALE, name="preprocessing"
-    )
+def _specs() -> dict[str, BackboneSpec]:
+    from keras_deeplab.backbones import mobilenetv2, resnet, xception
+
+    return {spec.name: spec for spec in (*resnet.SPECS, xception.SPEC, mobilenetv2.SPEC)}
 
 
-def backbone_features(
-    backbone: str,
-    pixels,
-    *,
-    output_stride: int,
-    norm: NormSettings,
-    stem: str,
-    multi_grid: Sequence[int] | None,
-    extra_blocks: int,
-    width_multiplier: float,
-) -> BackboneFeatures:
-    """Build `backbone` on preprocessed `pixels` (B, H, W, 3); see BackboneFeatures for what comes back.
+def backbone_spec(name: str) -> BackboneSpec:
+    """The spec of backbone `name`; ValueError listing the backbones for an unknown name."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+    return _specs()[name]
 
-    `stem`, `multi_grid` and `extra_blocks` shape the ResNets only: other backbones accept them only at
-    their defaults (`multi_grid` also None) and raise ValueError otherwise.
+
+def backbone_build_options(name: str, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The options of `given` (build_model's backbone-specific options) that backbone `name` takes.
+
+    Another option set away from its default in `defaults` (a ResNet option given to Xception, say) is a
+    ValueError naming it and the backbones that take it; None and a list equal to a default tuple count as unset.
     """
-    _check_backbone(backbone)
-    if backbone not in RESNETS:
-        _check_resnet_only_options(backbone, stem, multi_grid, extra_blocks)
-        build = xception65_features if backbone == "xception65" else mobilenetv2_features
-        return build(pixels, output_stride=output_stride, norm=norm, width_multiplier=width_multiplier)
-    return resnet_features(
-        pixels,
-        depth=backbone,
-        output_stride=output_stride,
-        norm=norm,
-        stem=stem,
-        multi_grid=multi_grid,
-        extra_blocks=extra_blocks,
-        width_multiplier=width_multiplier,
-    )
+    specs = _specs()
+    for option, value in given.items():
+        default = defaults[option]
+        unset = value is None or value == default or (isinstance(default, tuple) and tuple(value) == default)
+        if option not in specs[name].options and not unset:
+            owners = ", ".join(spec.name for spec in specs.values() if option in spec.options)
+            raise ValueError(f"{option} applies to the backbones {owners} only, not to {name!r}")
+    return {option: given[option] for option in specs[name].options}
 
 
-def _check_backbone(backbone: str) -> None:
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-
-
-def _check_resnet_only_options(backbone: str, stem: str, multi_grid: Sequence[int] | None, extra_blocks: int) -> None:
-    given = {
-        "stem": stem != constants.RESNET_STEMS[0],
-        "multi_grid": multi_grid is not None and tuple(multi_grid) != constants.MULTI_GRID,
-        "extra_blocks": extra_blocks != 0,
-    }
-    for option, is_set in given.items():
-        if is_set:
-            raise ValueError(
-                f"{option} applies to the ResNet backbones only ({', '.join(RESNETS)}), not to {backbone!r}"
-            )
-
-
-__all__ = [
-    "BACKBONES",
-    "LIGHT_ASPP_BACKBONES",
-    "RESNETS",
-    "UNUSED_WEIGHT_LAYERS",
-    "BackboneFeatures",
-    "backbone_features",
-    "pixel_normalization",
-]
+__all__ = ["BACKBONES", "BackboneFeatures", "BackboneSpec", "FeatureInfo", "backbone_build_options", "backbone_spec"]

@@ -1,16 +1,68 @@
-"""The contract between a backbone and the DeepLab heads."""
+"""The contract between a backbone and the DeepLab heads, and the spec each backbone file registers.
+
+Plain Python (no Keras): the registry names backbones for the command line's `--help` without loading Keras.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
+LOW_LEVEL_REDUCTION = 4  # the v3+ decoder's input: the stride-4 feature
 
-class BackboneFeatures(NamedTuple):
-    """Symbolic features of a backbone: `low_level` at stride 4 (the v3+ decoder's input) and
-    `high_level` at the output stride (the ASPP's input). Both (B, h, w, C)."""
+
+class FeatureInfo(NamedTuple):
+    """One feature a backbone gives the heads: its name, channels and reduction (input size / feature size)."""
+
+    name: str
+    channels: int
+    reduction: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneFeatures:
+    """Symbolic features of a backbone, both (B, h, w, C): `low_level` at stride 4 (the v3+ decoder's input)
+    and `high_level` at `output_stride` (the ASPP's input)."""
 
     low_level: Any
     high_level: Any
+    output_stride: int
+
+    def tensors(self) -> dict[str, Any]:
+        """{'low_level': tensor, 'high_level': tensor}."""
+        return {"low_level": self.low_level, "high_level": self.high_level}
+
+    def feature_info(self) -> list[FeatureInfo]:
+        """Channels and reduction of each feature (timm's `feature_info`, keras-hub's `pyramid_outputs`)."""
+        return [
+            FeatureInfo("low_level", int(self.low_level.shape[-1]), LOW_LEVEL_REDUCTION),
+            FeatureInfo("high_level", int(self.high_level.shape[-1]), self.output_stride),
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """Everything the model builder needs to know about one backbone, kept in the backbone's own file.
+
+    `build(pixels, *, output_stride, norm, width_multiplier, **options)` returns BackboneFeatures; `options`
+    names the `build_model` options that only some backbones take and this one does (the ResNets' stem,
+    multi_grid and extra_blocks). `pixel_mean`, `pixel_scale` and `reverse_channels` give the
+    normalisation its ImageNet weights expect (x - mean) * scale, in BGR order when `reverse_channels`.
+    `imagenet_weights` names keras.applications' no-top weight file; `unused_weight_layers` are layers of that
+    file the backbone leaves out on purpose. `light_aspp`: the official configuration's ASPP (image pooling
+    and 1x1 branches only).
+    """
+
+    name: str
+    build: Callable[..., BackboneFeatures]
+    pixel_mean: Sequence[float]
+    pixel_scale: float = 1.0
+    reverse_channels: bool = False
+    options: tuple[str, ...] = ()
+    light_aspp: bool = False
+    imagenet_weights: str = ""
+    unused_weight_layers: Collection[str] = ()
 
 
 class AtrousSchedule:

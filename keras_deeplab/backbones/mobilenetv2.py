@@ -13,7 +13,7 @@ from __future__ import annotations
 from keras import layers
 
 from keras_deeplab import constants
-from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures
+from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec
 from keras_deeplab.layers import NormSettings
 
 _EPSILON = constants.MOBILENETV2_BATCH_NORM_EPSILON
@@ -91,4 +91,15 @@ def mobilenetv2_features(
             if block_id == constants.MOBILENETV2_LOW_LEVEL_BLOCK:
                 low_level = depthwise
             block_id += 1
-    return BackboneFeatures(low_level=low_level, high_level=x)
+    return BackboneFeatures(low_level=low_level, high_level=x, output_stride=output_stride)
+
+
+SPEC = BackboneSpec(
+    name="mobilenetv2",
+    build=mobilenetv2_features,
+    pixel_mean=constants.SIGNED_UNIT_PIXEL_MEAN_RGB,  # "tf" inputs: RGB scaled to [-1, 1]
+    pixel_scale=constants.SIGNED_UNIT_PIXEL_SCALE,
+    light_aspp=True,  # the official MobileNetV2 configuration sets no atrous rates
+    imagenet_weights="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    unused_weight_layers=constants.MOBILENETV2_UNUSED_WEIGHT_LAYERS,
+)

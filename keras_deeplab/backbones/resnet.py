@@ -7,12 +7,13 @@ the v3 paper's block1..block4; the cascade copies block5..block7 are named conv6
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from keras import layers
 
 from keras_deeplab import constants
-from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, scaled_width
+from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec, scaled_width
 from keras_deeplab.layers import Conv2D, NormSettings
 
 _EPSILON = constants.RESNET_BATCH_NORM_EPSILON
@@ -120,4 +121,19 @@ def resnet_features(
             )
         if stage_index == 0:
             low_level = x
-    return BackboneFeatures(low_level=low_level, high_level=x)
+    return BackboneFeatures(low_level=low_level, high_level=x, output_stride=output_stride)
+
+
+def _resnet_spec(depth: str) -> BackboneSpec:
+    return BackboneSpec(
+        name=depth,
+        build=functools.partial(resnet_features, depth=depth),
+        # keras.applications' ResNets expect "caffe" inputs: BGR order, ImageNet mean subtracted, no scaling.
+        pixel_mean=constants.RESNET_CAFFE_MEAN_BGR,
+        reverse_channels=True,
+        options=("stem", "multi_grid", "extra_blocks"),
+        imagenet_weights=f"{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    )
+
+
+SPECS = tuple(_resnet_spec(depth) for depth in constants.RESNET_STAGE_BLOCKS)

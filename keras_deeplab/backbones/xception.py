@@ -16,7 +16,7 @@ from __future__ import annotations
 from keras import layers
 
 from keras_deeplab import constants
-from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, scaled_width
+from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec, scaled_width
 from keras_deeplab.layers import NormSettings
 
 SKIP_CONNECTIONS = ("conv", "sum", "none")
@@ -100,4 +100,12 @@ def xception65_features(
             x, second = xception_unit(x, widths, stride=unit_stride, rate=rate, skip=skip, name=name, norm=norm)
             if (flow, block, unit) == ("entry_flow", 2, 1):
                 low_level = second
-    return BackboneFeatures(low_level=low_level, high_level=x)
+    return BackboneFeatures(low_level=low_level, high_level=x, output_stride=output_stride)
+
+
+SPEC = BackboneSpec(
+    name="xception65",
+    build=xception65_features,
+    pixel_mean=constants.SIGNED_UNIT_PIXEL_MEAN_RGB,  # "tf" inputs: RGB scaled to [-1, 1]
+    pixel_scale=constants.SIGNED_UNIT_PIXEL_SCALE,
+)

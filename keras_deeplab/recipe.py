@@ -1,6 +1,6 @@
 """Training recipes: JSON files of sections (model, data, train, checkpoint, eval, distribution, log), checked.
 
-A recipe is named (one of the files shipped in `keras_deeplab/configs/`) or given as a path. Every key is
+A recipe is named (one of the files shipped in `keras_deeplab/recipes/`) or given as a path. Every key is
 checked against the sections below, with `--set section.key=value` overrides applied first; a missing or
 corrupt file, an unknown key or a value of the wrong type raises RecipeError naming the file and the key.
 The `model` section is passed to `build_model` as keyword arguments, so any `build_model` option is a key.
@@ -19,6 +19,9 @@ from importlib import resources
 from typing import Any
 
 from keras_deeplab import constants
+from keras_deeplab.losses import check_hard_pixel_fraction
+from keras_deeplab.model import build_model
+from keras_deeplab.scales import check_scales
 
 MODEL_KEYS_SET_BY_TRAINING = ("input_shape", "name", "sync_batch_norm")
 
@@ -130,8 +133,6 @@ class Recipe:
     @property
     def num_classes(self) -> int:
         """model.num_classes, or build_model's default when the recipe does not say."""
-        from keras_deeplab.model import build_model
-
         return self.model.get("num_classes", inspect.signature(build_model).parameters["num_classes"].default)
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +144,7 @@ class Recipe:
 
 def available_recipes() -> list[str]:
     """Names of the recipes shipped with the package."""
-    folder = resources.files("keras_deeplab").joinpath("configs")
+    folder = resources.files("keras_deeplab").joinpath("recipes")
     return sorted(entry.name.removesuffix(".json") for entry in folder.iterdir() if entry.name.endswith(".json"))
 
 
@@ -158,8 +159,8 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) 
         with open(path, encoding="utf8") as handle:
             text = handle.read()
     elif shipped in available_recipes():
-        text = resources.files("keras_deeplab").joinpath("configs", f"{shipped}.json").read_text(encoding="utf8")
-        path = f"keras_deeplab/configs/{shipped}.json"
+        text = resources.files("keras_deeplab").joinpath("recipes", f"{shipped}.json").read_text(encoding="utf8")
+        path = f"keras_deeplab/recipes/{shipped}.json"
     else:
         raise RecipeError(
             f"{path}: no such recipe file, and not a shipped recipe (shipped: {', '.join(available_recipes())})"
@@ -222,8 +223,6 @@ def recipe_from_dict(values: dict[str, Any], path: str = "<recipe>") -> Recipe:
 
 
 def _model_section(model: Any, path: str) -> dict[str, Any]:
-    from keras_deeplab.model import build_model
-
     if not isinstance(model, dict):
         raise RecipeError(f"{path}: 'model' must be an object of build_model arguments, got {model!r}")
     accepted = [name for name in inspect.signature(build_model).parameters if name not in MODEL_KEYS_SET_BY_TRAINING]
@@ -293,12 +292,11 @@ def _check_values(recipe: Recipe, path: str) -> None:
             raise RecipeError(f"{path}: '{key}' must be positive, got {value}")
     if recipe.data.max_scale < recipe.data.min_scale:
         raise RecipeError(f"{path}: 'data.max_scale' ({recipe.data.max_scale}) is below 'data.min_scale'")
-    if not 0.0 < recipe.train.hard_pixel_fraction <= 1.0:
-        raise RecipeError(
-            f"{path}: 'train.hard_pixel_fraction' must be in (0, 1], got {recipe.train.hard_pixel_fraction}"
-        )
-    if not recipe.eval.scales or min(recipe.eval.scales) <= 0:
-        raise RecipeError(f"{path}: 'eval.scales' must be a non-empty list of positive numbers")
+    try:
+        check_hard_pixel_fraction(recipe.train.hard_pixel_fraction, "'train.hard_pixel_fraction'")
+        check_scales(recipe.eval.scales, "'eval.scales'")
+    except ValueError as error:
+        raise RecipeError(f"{path}: {error}") from error
     if recipe.eval.output_stride is not None and recipe.eval.output_stride not in constants.OUTPUT_STRIDES:
         raise RecipeError(f"{path}: 'eval.output_stride' must be one of {constants.OUTPUT_STRIDES} or null")
     weights = recipe.train.class_weights

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
+
+from pipelines.formats import FORMATS
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipelines.formats import FORMATS
-
-    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--root", help="dataset folder (TFDS: data_dir; not used by synthetic)")
     parser.add_argument("--split", required=True, help="e.g. train, val, train_aug, training, all")
     parser.add_argument("--tfds-name", help="TFDS dataset: oxford_iiit_pet, scene_parse150, cityscapes")
@@ -53,11 +52,7 @@ def run_check(args: argparse.Namespace) -> int:
     """Print the check; exit status 1 when any pair is bad."""
     from pipelines.check import check_dataset
 
-    try:
-        report = check_dataset(args.format, args.root, args.split, **_source_options(args))
-    except (TypeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = check_dataset(args.format, args.root, args.split, **_source_options(args))
     if args.json:
         print(json.dumps(report))
     else:
@@ -73,7 +68,7 @@ def _print_check(report: dict[str, Any]) -> None:
     total = sum(report["class_pixels"]) + report["ignored_pixels"]
     for index, (name, count) in enumerate(zip(report.get("class_names", []), report["class_pixels"], strict=True)):
         print(f"  {index:3d} {name:<24} {count:>14,} px {100 * count / max(total, 1):6.2f}%")
-    print(f"  ignored (255)                {report['ignored_pixels']:>14,} px")
+    print(f"  ignored ({report.get('ignore_label', 255)})                {report['ignored_pixels']:>14,} px")
     for item in report["bad"]:
         print(f"BAD {item['file']}: {item['problem']}")
     if report["bad"]:
@@ -82,19 +77,11 @@ def _print_check(report: dict[str, Any]) -> None:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Write the shards; exit status 1 (and no shard renamed into place) on the first bad pair without --skip-bad."""
-    from pipelines.errors import DataError
     from pipelines.formats import open_source
     from pipelines.tfrecord import write_tfrecords
 
-    try:
-        source = open_source(args.format, args.root, args.split, skip_bad=args.skip_bad, **_source_options(args))
-        metadata = write_tfrecords(source, args.out, args.shards, split=args.split)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (TypeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    source = open_source(args.format, args.root, args.split, skip_bad=args.skip_bad, **_source_options(args))
+    metadata = write_tfrecords(source, args.out, args.shards, split=args.split)
     print(f"wrote {metadata['examples']} examples of {source.name} to {args.shards} shard(s) in {args.out}")
     if metadata["skipped"]:
         print(source.skipped.report())

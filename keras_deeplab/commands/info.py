@@ -4,53 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from keras_deeplab import constants
-from keras_deeplab.backbones import BACKBONES, RESNETS
-
-PARTS = {
-    "stem": ("conv1_", "pool1_", "entry_flow_conv1_", "Conv1", "bn_Conv1"),
-    "backbone": ("conv", "block", "entry_flow_", "middle_flow_", "exit_flow_", "expanded_conv_"),
-    "aspp": ("aspp_",),
-    "decoder": ("decoder_",),
-    "logits": ("logits",),
-}
-
-
-def model_info(
-    backbone: str = "resnet101",
-    output_stride: int = 16,
-    input_size: int = constants.CROP_SIZE,
-    **build_options: Any,
-) -> dict[str, Any]:
-    """Build the configuration at `input_size` x `input_size` and count it.
-
-    Returns {'parameters', 'multiply_adds', 'multiply_adds_by_part', 'output_shape', ...}; multiply-adds are
-    of one forward pass at batch 1, conv and dense layers only.
-    """
-    from keras_deeplab.complexity import multiply_adds_by_part
-    from keras_deeplab.model import build_model
-
-    model = build_model(
-        output_stride=output_stride,
-        backbone=backbone,
-        input_shape=(input_size, input_size, 3),
-        **build_options,
-    )
-    by_part = multiply_adds_by_part(model, PARTS)
-    return {
-        "backbone": backbone,
-        "output_stride": output_stride,
-        "input_size": input_size,
-        **{key: value for key, value in build_options.items() if key != "backbone_weights"},
-        "parameters": model.count_params(),
-        "multiply_adds": sum(by_part.values()),
-        "multiply_adds_by_part": by_part,
-        "feature_size": list(model.features["high_level"].shape[1:3]),
-        "output_shape": list(model.output.shape[1:]),
-        "model": model,
-    }
+from keras_deeplab.backbones import BACKBONES
+from keras_deeplab.descriptors import VOC
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", default="resnet101", choices=BACKBONES)
     parser.add_argument("--output-stride", type=int, default=16, choices=constants.OUTPUT_STRIDES)
     parser.add_argument("--input-size", type=int, default=constants.CROP_SIZE)
-    parser.add_argument("--num-classes", type=int, default=constants.VOC_NUM_CLASSES)
+    parser.add_argument("--num-classes", type=int, default=VOC.num_classes, help="logits channels (default: VOC's)")
     parser.add_argument("--stem", default="keras", choices=constants.RESNET_STEMS)
     parser.add_argument("--decoder", action="store_true", help="DeepLabv3+ decoder")
     parser.add_argument("--separable", action="store_true", help="atrous separable convs in ASPP/decoder")
@@ -70,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from keras_deeplab.backbones import backbone_spec
+    from keras_deeplab.complexity import model_info
+
     info = model_info(
         backbone=args.backbone,
         output_stride=args.output_stride,
@@ -87,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.summary:
         model.summary(line_length=110)
-    variant = f"{args.stem} stem" if args.backbone in RESNETS else f"width {args.width_multiplier:g}"
+    variant = (
+        f"{args.stem} stem" if "stem" in backbone_spec(args.backbone).options else f"width {args.width_multiplier:g}"
+    )
     name = f"DeepLabv3{'+' if args.decoder else ''} {args.backbone} ({variant})"
     print(f"{name}, output stride {args.output_stride}, input {args.input_size}x{args.input_size}")
     print(f"  feature map     {info['feature_size'][0]}x{info['feature_size'][1]}")

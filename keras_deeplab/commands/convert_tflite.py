@@ -1,0 +1,81 @@
+"""`keras-deeplab convert-tflite`: TFLite variants of a trained model, each checked against Keras."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from keras_deeplab import constants
+from keras_deeplab.commands.arguments import positive_int
+from serving.settings import DEFAULT_MIN_AGREEMENT, QUANTIZATIONS
+
+
+def _agreement_threshold(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = None
+    if name not in QUANTIZATIONS or threshold is None:
+        raise argparse.ArgumentTypeError(f"expected VARIANT=VALUE with VARIANT one of {QUANTIZATIONS}, got {text!r}")
+    return name, threshold
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert-tflite", help="convert a trained model to TFLite variants and check them against Keras"
+    )
+    parser.add_argument("--model", required=True, help="a .keras model file or a training run folder")
+    parser.add_argument("--out", required=True, help="folder for <stem>_<variant>_<size>.tflite")
+    parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS))
+    parser.add_argument("--input-size", type=positive_int, default=constants.CROP_SIZE, help="S of (1, S, S, 3)")
+    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="rebuild at this stride")
+    parser.add_argument("--format", default="synthetic", help="dataset format of the check and calibration images")
+    parser.add_argument("--root", help="dataset folder (not used by synthetic)")
+    parser.add_argument("--split", default="val", help="split of the images the variants are checked on")
+    parser.add_argument("--num-images", type=positive_int, default=20, help="images to check on")
+    parser.add_argument("--representative-split", default="train", help="split of the full_int8 calibration images")
+    parser.add_argument("--representative-images", type=positive_int, default=50, help="full_int8 calibration images")
+    parser.add_argument(
+        "--min-agreement",
+        type=_agreement_threshold,
+        action="append",
+        default=[],
+        metavar="VARIANT=VALUE",
+        help=f"least pixel agreement with Keras (defaults {DEFAULT_MIN_AGREEMENT})",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_deeplab.files import write_bytes
+    from keras_deeplab.loading import load_model
+    from serving.tflite import TFLiteModel, compare_with_keras, convert, dataset_examples, variant_path
+
+    model = load_model(args.model, args.output_stride)
+    representative = None
+    if "full_int8" in args.quantization:
+        calibration = dataset_examples(args.format, args.root, args.representative_split, args.representative_images)
+        representative = [image for image, _, _ in calibration]
+    examples = dataset_examples(args.format, args.root, args.split, args.num_images)
+    os.makedirs(args.out, exist_ok=True)
+    variants = {}
+    for quantization in args.quantization:
+        path = variant_path(args.out, args.model, quantization, args.input_size)
+        write_bytes(path, convert(model, quantization, args.input_size, representative))
+        variants[quantization] = TFLiteModel(path)
+        print(f"wrote {path} ({variants[quantization].size_bytes / 1e6:.2f} MB)")
+    report = compare_with_keras(model, variants, examples)
+    thresholds = {**DEFAULT_MIN_AGREEMENT, **dict(args.min_agreement)}
+    print(f"{len(examples)} images of {args.format}/{args.split}, each fitted to {args.input_size}x{args.input_size}")
+    print(f"{'model':<14}{'size MB':>9}{'agreement':>11}{'mIoU':>8}")
+    print(f"{'keras':<14}{'':>9}{'':>11}{report['keras']['miou']:>8.4f}")
+    failures = []
+    for name in variants:
+        result = report[name]
+        print(f"{name:<14}{result['size_mb']:>9.2f}{result['agreement']:>11.5f}{result['miou']:>8.4f}")
+        if result["agreement"] < thresholds[name]:
+            failures.append(f"{name}: pixel agreement {result['agreement']:.5f} is below {thresholds[name]}")
+    for failure in failures:
+        print(f"FAILED {failure}")
+    return 1 if failures else 0

@@ -1,0 +1,33 @@
+"""`keras-deeplab predict`: class maps of image files, as palette PNGs and overlay JPEGs."""
+
+from __future__ import annotations
+
+import argparse
+
+from keras_deeplab import constants
+from keras_deeplab.commands.arguments import number_pair, scales
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="class maps of image files: palette PNG and overlay JPEG")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files")
+    parser.add_argument(
+        "--model", required=True, help="a .keras file, a training run folder, a SavedModel folder or a .tflite file"
+    )
+    parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg")
+    parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    parser.add_argument("--flip", action="store_true", help="also predict the left-right mirrored image")
+    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="Keras models only")
+    parser.add_argument("--input-range", type=number_pair, help=".tflite only: pixel range it takes, e.g. -1,1")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.predict import load_predictor, predict_files
+
+    predictor = load_predictor(args.model, output_stride=args.output_stride, input_range=args.input_range)
+    print(f"predicting with {predictor.description}")
+    written = predict_files(args.images, predictor, args.out, args.scales, args.flip)
+    for image_path, (mask_path, overlay_path) in zip(args.images, written, strict=True):
+        print(f"{image_path}: {mask_path}, {overlay_path}")
+    return 0

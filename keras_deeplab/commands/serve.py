@@ -1,0 +1,58 @@
+"""`keras-deeplab serve`: a SavedModel export over TF Serving's REST API (see serving/server.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from keras_deeplab.commands.arguments import positive_int
+from serving.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_PORT,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve a SavedModel export over TF Serving's REST API")
+    parser.add_argument("base_path", help="export folder holding version sub-folders (export/deeplab)")
+    parser.add_argument("--name", help="model name in the URL (default: the folder's name)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--num-versions", type=positive_int, default=1, help="serve the N highest versions")
+    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W")
+    parser.add_argument(
+        "--max-concurrent", type=positive_int, default=DEFAULT_MAX_CONCURRENT, help="predictions at once"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no line per request")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.server import RestApi, make_http_server
+
+    api = RestApi(
+        args.base_path,
+        args.name,
+        num_versions=args.num_versions,
+        max_pixels=args.max_pixels,
+        max_concurrent=args.max_concurrent,
+    )
+    try:
+        server = make_http_server(
+            api, args.host, args.port, max_body_bytes=int(args.max_body_mb * 2**20), access_log=not args.quiet
+        )
+    except OSError as error:
+        raise OSError(f"{args.host}:{args.port}: cannot listen there ({error.strerror or error})") from error
+    host, port = server.server_address[:2]
+    url = f"http://{host}:{port}/v1/models/{api.name}"
+    print(f"serving {api.name} versions {sorted(api.versions)} at {url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,66 @@
+"""`load_model(path)`: the one loader of a trained DeepLab, for every command that takes `--model`.
+
+It reads a `.keras` file or a training run folder (its `model.keras`, else its latest checkpoint), checks that
+what it read is a DeepLab made by `build_model`, and names the file when it is not.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_deeplab.checkpoints import CHECKPOINTS_FOLDER, CheckpointFolder, checkpoint_model_config
+from keras_deeplab.model import DeepLab, build_model
+
+FINAL_MODEL = "model.keras"  # inside a run folder, written when training finishes
+
+
+class ModelFileError(ValueError):
+    """A model path that is missing, unreadable or not a DeepLab; the message names the path."""
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """True for a folder that training wrote (it holds model.keras or checkpoints/)."""
+    path = os.fspath(path)
+    return os.path.isfile(os.path.join(path, FINAL_MODEL)) or os.path.isdir(os.path.join(path, CHECKPOINTS_FOLDER))
+
+
+def load_model(path: str | os.PathLike, output_stride: int | None = None) -> DeepLab:
+    """A trained DeepLab from a `.keras` file or a run folder, optionally rebuilt at another `output_stride`
+    with the same weights. Raises ModelFileError naming `path` when it holds no DeepLab."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        final_model = os.path.join(path, FINAL_MODEL)
+        model = _load_keras_file(final_model) if os.path.isfile(final_model) else _load_latest_checkpoint(path)
+    elif os.path.isfile(path):
+        model = _load_keras_file(path)
+    else:
+        raise ModelFileError(f"{path}: no such model file or run folder")
+    if output_stride is not None and output_stride != model.build_config["output_stride"]:
+        model = model.with_output_stride(output_stride)
+    return model
+
+
+def _load_keras_file(path: str) -> DeepLab:
+    if not path.endswith(".keras"):
+        raise ModelFileError(f"{path}: expected a Keras model file ending in .keras, or a training run folder")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a damaged archive
+        raise ModelFileError(f"{path}: not a readable .keras model file ({type(error).__name__}: {error})") from error
+    if not isinstance(model, DeepLab):
+        raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a DeepLab model made by build_model")
+    return model
+
+
+def _load_latest_checkpoint(run_dir: str) -> DeepLab:
+    folder = CheckpointFolder(os.path.join(run_dir, CHECKPOINTS_FOLDER), keep=1, writer=False)
+    if not folder.steps():
+        raise ModelFileError(f"{run_dir}: a folder with neither {FINAL_MODEL} nor a checkpoint in checkpoints/")
+    checkpoint_path = folder.path(folder.steps()[-1])
+    model = build_model(**{**checkpoint_model_config(checkpoint_path), "sync_batch_norm": False})
+    status = tf.train.Checkpoint(model=model).read(os.path.join(checkpoint_path, "ckpt"))
+    status.expect_partial().assert_existing_objects_matched()
+    return model

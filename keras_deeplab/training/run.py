@@ -1,0 +1,204 @@
+"""`train`: the run of a recipe, from its run folder's state (new, interrupted or finished) to `result.json`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_deeplab.checkpoints import (
+    CHECKPOINTS_FOLDER,
+    CheckpointFolder,
+    CheckpointMismatchError,
+    check_same_architecture,
+    checkpoint_model_config,
+)
+from keras_deeplab.evaluation import evaluate_model
+from keras_deeplab.files import TEMPORARY_PREFIX, atomic_path, read_json, write_json
+from keras_deeplab.loading import FINAL_MODEL, load_model
+from keras_deeplab.model import DeepLab, build_model
+from keras_deeplab.recipe import Recipe, RecipeError, load_recipe
+from keras_deeplab.training.inputs import distributed_training_data, open_sources
+from keras_deeplab.training.step import build_training_model, make_optimizer, make_train_step, poly_learning_rate
+from keras_deeplab.training.strategy import dtype_policy, is_chief, make_strategy, precision_policy
+from keras_deeplab.visualize import colorize
+from keras_deeplab.weights import copy_layer_weights, layer_weights
+
+
+def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool | None = None) -> dict[str, Any]:
+    """Train (or resume, or find finished) the run of `recipe` (a Recipe, a shipped name or a file path).
+
+    Returns the run's result: {'run_dir', 'step', 'model_path', 'eval': {'miou', 'pixel_accuracy',
+    'per_class_iou', ...}, 'seconds'}. Everything that can be wrong with the recipe, its data, its weight
+    files or its checkpoints is checked before the first step.
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        raise ValueError("overrides apply to a recipe name or file, not to a Recipe")
+    progress = recipe.log.progress if progress is None else progress
+    if os.path.exists(recipe.run_dir) and not os.path.isdir(recipe.run_dir):
+        raise RecipeError(f"{recipe.source}: run_dir {recipe.run_dir!r} is a file, not a folder")
+    result_path = os.path.join(recipe.run_dir, "result.json")
+    if os.path.isfile(result_path):
+        result = read_json(result_path)
+        if result.get("step", -1) >= recipe.train.steps:
+            print(f"{recipe.run_dir}: finished at step {result['step']}; nothing to do", flush=True)
+            return result
+    strategy = make_strategy(recipe.distribution)
+    if recipe.train.global_batch_size % strategy.num_replicas_in_sync:
+        raise RecipeError(
+            f"{recipe.source}: train.global_batch_size {recipe.train.global_batch_size} does not split over "
+            f"{strategy.num_replicas_in_sync} replicas"
+        )
+    weights = recipe.model.get("backbone_weights")
+    if weights is not None and not os.path.isfile(weights):
+        raise FileNotFoundError(f"{recipe.source}: model.backbone_weights: no such file {weights!r}")
+    train_source, eval_source = open_sources(recipe)
+    policy = precision_policy(recipe.train.precision)
+    keras.utils.set_random_seed(recipe.train.seed)  # initial weights and dropout: a run is repeatable
+    started = time.time()
+    with dtype_policy(policy):
+        run = TrainingRun(recipe, strategy, policy, progress)
+        run.loop(run.restore_or_initialise(), train_source, eval_source)
+    final_model = run.single_device_model()
+    result = {
+        "run_dir": recipe.run_dir,
+        "step": recipe.train.steps,
+        "model_path": os.path.join(recipe.run_dir, FINAL_MODEL),
+        "eval": run.evaluate(final_model, eval_source, recipe.train.steps),
+        "seconds": round(time.time() - started, 1),
+    }
+    if run.chief:
+        with atomic_path(result["model_path"]) as temporary:
+            final_model.save(temporary)
+        write_json(result_path, result)
+    return result
+
+
+class TrainingRun:
+    """The model, optimizer and checkpoints of one run, built in the strategy's scope."""
+
+    def __init__(self, recipe: Recipe, strategy: tf.distribute.Strategy, policy: str, progress: bool) -> None:
+        self.recipe = recipe
+        self.strategy = strategy
+        self.progress = progress
+        self.chief = is_chief(strategy)
+        if self.chief:
+            remove_leftovers(recipe.run_dir)
+        with strategy.scope():
+            self.model = build_training_model(recipe, strategy.num_replicas_in_sync)
+            self.optimizer = make_optimizer(recipe.train, policy)
+            self.optimizer.build(self.model.trainable_variables)
+        self.model_config = {key: value for key, value in self.model.build_config.items() if key != "sync_batch_norm"}
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        folder = os.path.join(recipe.run_dir, CHECKPOINTS_FOLDER)
+        self.checkpoints = CheckpointFolder(folder, recipe.checkpoint.keep, writer=self.chief)
+
+    def restore_or_initialise(self) -> int:
+        """Restore the latest checkpoint (its step is returned), or else load train.init_checkpoint (step 0)."""
+        steps = self.checkpoints.steps()
+        if steps:
+            path = self.checkpoints.path(steps[-1])
+            check_same_architecture(self.model_config, checkpoint_model_config(path), f"checkpoint {path}")
+            self.checkpoint.read(os.path.join(path, "ckpt")).assert_existing_objects_matched()
+            step = steps[-1]
+        else:
+            step = 0
+            init = self.recipe.train.init_checkpoint
+            if init:
+                where = f"{self.recipe.source}: train.init_checkpoint {init}"
+                source_weights = layer_weights(load_model(init))
+                copy_layer_weights(
+                    self.model, source_weights, where, every_model_layer=True, error=CheckpointMismatchError
+                )
+        if self.chief:
+            write_json(os.path.join(self.recipe.run_dir, "recipe.json"), self.recipe.to_dict())
+        return step
+
+    def loop(self, start_step: int, train_source, eval_source) -> None:
+        """Steps start_step + 1 .. train.steps: log, checkpoint and evaluate on the recipe's schedule."""
+        recipe, steps = self.recipe, self.recipe.train.steps
+        if start_step >= steps:
+            return
+        train_step = make_train_step(self.model, self.optimizer, self.strategy, recipe.train)
+        iterator = iter(distributed_training_data(self.strategy, train_source, recipe, start_step))
+        writer = tf.summary.create_file_writer(os.path.join(recipe.run_dir, "logs", "train")) if self.chief else None
+        schedule = poly_learning_rate(recipe.train)
+        bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"]) if self.progress else None
+        print(f"{recipe.run_dir}: training steps {start_step + 1}..{steps}", flush=True)
+        for step in range(start_step + 1, steps + 1):
+            batch = next(iterator)
+            loss = float(train_step(batch))
+            if not np.isfinite(loss) and recipe.train.precision == "float32":
+                raise FloatingPointError(f"{recipe.run_dir}: the loss is {loss} at step {step}")
+            learning_rate = float(schedule(step - 1))
+            if bar is not None:
+                bar.update(step, [("loss", loss), ("lr", learning_rate)])
+            if writer is not None:
+                self._log(writer, step, loss, learning_rate, batch, train_source)
+            if step % recipe.checkpoint.every_steps == 0 or step == steps:
+                self.checkpoints.save(self.checkpoint, step, self.model_config)
+            if recipe.eval.every_steps and step % recipe.eval.every_steps == 0 and step < steps:
+                self.evaluate(self.single_device_model(), eval_source, step)
+
+    def _log(self, writer, step: int, loss: float, learning_rate: float, batch, source) -> None:
+        """TensorBoard: loss and learning rate; on its schedule, the first example's input, truth and prediction
+        in the dataset's colours."""
+        with writer.as_default(step=step):
+            if step % self.recipe.log.every_steps == 0 or step == self.recipe.train.steps:
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("learning_rate", learning_rate)
+            if self.recipe.log.image_every_steps and step % self.recipe.log.image_every_steps == 0:
+                images, masks = (self.strategy.experimental_local_results(part)[0][:1] for part in batch)
+                prediction = tf.argmax(self.model(images, training=False), axis=-1).numpy()
+                tf.summary.image("input", tf.cast(images, tf.uint8))
+                tf.summary.image("truth", colorize(masks.numpy(), source.descriptor))
+                tf.summary.image("prediction", colorize(prediction, source.descriptor))
+
+    def single_device_model(self) -> DeepLab:
+        """The network as a plain float32 model outside any strategy (batch norm not synchronized)."""
+        with dtype_policy("float32"):
+            copy = build_model(**self.model_config, name=self.model.name)
+        copy.set_weights(self.model.get_weights())
+        return copy
+
+    def evaluate(self, model: DeepLab, source, step: int) -> dict[str, Any]:
+        """Evaluate on the eval split (at eval.output_stride, scales and flips); log mIoU to TensorBoard."""
+        settings = self.recipe.eval
+        if settings.output_stride is not None and settings.output_stride != model.build_config["output_stride"]:
+            model = model.with_output_stride(settings.output_stride)
+        results = evaluate_model(
+            model,
+            source,
+            scales=settings.scales,
+            flip=settings.flip,
+            max_examples=settings.max_examples,
+            progress=self.progress,
+        )
+        if self.chief:
+            folder = os.path.join(self.recipe.run_dir, "logs", "eval")
+            with tf.summary.create_file_writer(folder).as_default(step=step):
+                tf.summary.scalar("miou", results["miou"])
+                tf.summary.scalar("pixel_accuracy", results["pixel_accuracy"])
+        print(f"{self.recipe.run_dir}: step {step}: mIoU {results['miou']:.4f}", flush=True)
+        return results
+
+
+def remove_leftovers(run_dir: str) -> None:
+    """Remove what a run killed while writing left in `run_dir` (temporary files and folders of atomic writes)."""
+    if not os.path.isdir(run_dir):
+        return
+    for name in os.listdir(run_dir):
+        if name.startswith(TEMPORARY_PREFIX):
+            path = os.path.join(run_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)

@@ -1,0 +1,82 @@
+"""The model, optimizer and SGD step of training.
+
+The loss: per-pixel cross-entropy normalised by the counted pixels of the whole global batch (so any split over
+replicas gives the gradient of the whole batch), L2 weight decay on conv kernels; SGD with momentum on the poly
+learning rate; synchronized batch norm when there is more than one replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_deeplab.losses import segmentation_loss_terms
+from keras_deeplab.model import DeepLab, build_model
+from keras_deeplab.recipe import Recipe, TrainSettings
+
+
+def build_training_model(recipe: Recipe, num_replicas: int) -> DeepLab:
+    """The recipe's DeepLab (synchronized batch norm over several replicas; frozen batch norm on request)."""
+    model = build_model(**recipe.model, sync_batch_norm=num_replicas > 1)
+    if recipe.train.freeze_batch_norm:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return model
+
+
+def poly_learning_rate(train: TrainSettings) -> keras.optimizers.schedules.LearningRateSchedule:
+    """lr(step) = (learning_rate - end) * (1 - step / steps) ** lr_power + end, the papers' "poly" policy."""
+    return keras.optimizers.schedules.PolynomialDecay(
+        train.learning_rate, train.steps, end_learning_rate=train.end_learning_rate, power=train.lr_power
+    )
+
+
+def make_optimizer(train: TrainSettings, policy: str) -> keras.optimizers.Optimizer:
+    """SGD with momentum on the poly schedule; wrapped in dynamic loss scaling under float16."""
+    optimizer = keras.optimizers.SGD(poly_learning_rate(train), momentum=train.momentum)
+    return keras.optimizers.LossScaleOptimizer(optimizer) if policy == "mixed_float16" else optimizer
+
+
+def make_train_step(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    strategy: tf.distribute.Strategy,
+    train: TrainSettings,
+) -> Callable[[Any], tf.Tensor]:
+    """A tf.function: one optimizer step on a distributed batch (images (B, H, W, 3), masks (B, H, W)).
+
+    Each replica's loss sum is divided by the counted pixels of the whole global batch and its share of the
+    weight decay by the number of replicas; the optimizer sums the replicas' gradients. The result is the
+    global loss (float32 scalar): cross-entropy + weight_decay * sum(kernel ** 2) / 2.
+    """
+    num_replicas = strategy.num_replicas_in_sync
+    kernels = [variable for variable in model.trainable_variables if variable.name.endswith("kernel")]
+    loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def replica_step(images, masks):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            total, normalizer = segmentation_loss_terms(
+                masks, logits, class_weights=train.class_weights, hard_pixel_fraction=train.hard_pixel_fraction
+            )
+            context = tf.distribute.get_replica_context()
+            global_normalizer = context.all_reduce("sum", tf.stop_gradient(normalizer))
+            loss = tf.math.divide_no_nan(total, global_normalizer)
+            if train.weight_decay and kernels:
+                decay = tf.add_n([tf.nn.l2_loss(tf.cast(kernel, tf.float32)) for kernel in kernels])
+                loss += train.weight_decay * decay / num_replicas
+            scaled_loss = optimizer.scale_loss(loss) if loss_scaling else loss
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables, strict=True))
+        return loss
+
+    @tf.function
+    def step(batch):
+        per_replica_loss = strategy.run(replica_step, args=batch)
+        return strategy.reduce("sum", per_replica_loss, axis=None)
+
+    return step

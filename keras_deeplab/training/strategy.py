@@ -1,0 +1,71 @@
+"""Distribution and precision: the tf.distribute strategy of a recipe, the chief, the Keras dtype policy."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+from collections.abc import Iterator
+
+import keras
+import tensorflow as tf
+
+from keras_deeplab.recipe import DistributionSettings
+
+# Each MirroredStrategy numbers its collectives (synchronized batch norm's all-reduces) from the same start, and
+# TensorFlow keeps the first shape it saw for each number: a second strategy in one process (training the OS-8
+# fine-tuning after the OS-16 run, a notebook, a sweep) would fail with "Shape mismatch in the collective
+# instance". TensorFlow 2.21 has no public API for the start of a strategy's collective keys (neither
+# MirroredStrategy's arguments nor tf.distribute.experimental.CommunicationOptions set it), so each strategy made
+# here sets the class attribute `_collective_key_base` that MirroredStrategy reads in its constructor.
+# tests/test_training_step.py pins the behaviour: two strategies with sync BN in one process train.
+_COLLECTIVE_KEYS_PER_STRATEGY = 1_000_000
+_strategies_made = itertools.count()
+
+
+def make_strategy(settings: DistributionSettings) -> tf.distribute.Strategy:
+    """The strategy `settings` asks for: "auto" is MultiWorkerMirroredStrategy when TF_CONFIG names more than
+    one task, else MirroredStrategy over `settings.devices` (default: every visible GPU, or the CPU)."""
+    kind = settings.strategy
+    if kind == "auto":
+        kind = "multi_worker" if cluster_size() > 1 else "mirrored"
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()  # one per process: it joins the cluster
+    tf.distribute.MirroredStrategy._collective_key_base = next(_strategies_made) * _COLLECTIVE_KEYS_PER_STRATEGY
+    return tf.distribute.MirroredStrategy(settings.devices)
+
+
+def cluster_size() -> int:
+    """Chief and worker tasks named by TF_CONFIG (0 without one)."""
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return sum(len(tasks) for name, tasks in cluster.items() if name in ("chief", "worker"))
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True where this process writes the run directory: always, except on non-chief workers of a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def precision_policy(precision: str) -> str:
+    """The Keras dtype policy of `precision`: "float32", or for "mixed" float16 on GPUs and bfloat16 on CPUs."""
+    if precision == "float32":
+        return "float32"
+    if precision == "mixed":
+        return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    raise ValueError(f"precision must be 'float32' or 'mixed', got {precision!r}")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Set Keras' global dtype policy to `name` inside the block, restoring the previous one after."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -1,0 +1,44 @@
+"""Names, defaults and limits shared by the export, the REST server, the client and the TFLite converter.
+
+Plain Python (no TensorFlow), so the command line can show them in `--help` at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+# The SavedModel's signatures and tensors (see serving/export.py for what each holds).
+SERVING_SIGNATURE = "serving_default"
+IMAGES_SIGNATURE = "serving_images"
+IMAGE_BYTES_INPUT = "image_bytes"
+IMAGES_INPUT = "images"
+CLASS_MAP_OUTPUT = "class_map"
+CLASS_MAP_PNG_OUTPUT = "class_map_png_bytes"
+HEIGHT_OUTPUT = "height"
+WIDTH_OUTPUT = "width"
+SCORES_OUTPUT = "scores"
+# Largest image the graph accepts, height x width: 16 times a 1024 x 1024 photo would need tens of GB of
+# activations in the paper's ResNet-101; `keras-deeplab serve` checks the same limit before decoding.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+VERSION_PATTERN = re.compile(r"^[0-9]+$")  # version folders, as TF Serving reads them
+
+# The REST server and client.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8501  # TF Serving's REST port
+DEFAULT_MAX_BODY_BYTES = 64 * 2**20
+DEFAULT_MAX_CONCURRENT = 4  # predictions running at once; more requests wait for a slot
+DEFAULT_BATCH_SIZE = 8  # images per client request
+DEFAULT_TIMEOUT_S = 300.0
+
+# TFLite variants, and the least pixel agreement with the Keras model that `convert-tflite` accepts for each.
+QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "full_int8")
+DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.995, "dynamic_int8": 0.95, "full_int8": 0.95}
+
+
+def model_versions(base_path: str | os.PathLike) -> list[int]:
+    """The version numbers under `base_path` (sub-folders named by digits only, as TF Serving reads them)."""
+    base_path = os.fspath(base_path)
+    if not os.path.isdir(base_path):
+        return []
+    return sorted(int(name) for name in os.listdir(base_path) if VERSION_PATTERN.match(name))
