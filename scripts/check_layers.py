@@ -28,7 +28,7 @@ LAYERS = (
     ("model", ("keras_deeplab.layers", "keras_deeplab.backbones", "keras_deeplab.backbones.*",
                "keras_deeplab.heads", "keras_deeplab.weights", "keras_deeplab.model", "keras_deeplab.complexity",
                "keras_deeplab.losses", "keras_deeplab.metrics", "keras_deeplab.inference", "keras_deeplab.visualize",
-               "keras_deeplab.checkpoints", "keras_deeplab.loading")),
+               "keras_deeplab.checkpoints", "keras_deeplab.loading", "keras_deeplab.crf", "keras_deeplab.trimap")),
     ("training", ("keras_deeplab.recipe", "keras_deeplab.evaluation", "keras_deeplab.training",
                   "keras_deeplab.training.*")),
     ("export", ("serving.settings", "serving.export", "serving.tflite")),
