@@ -68,6 +68,8 @@ def build_model(
     batch_norm_momentum: float = constants.BATCH_NORM_MOMENTUM,
     sync_batch_norm: bool = False,
     input_shape: Sequence[int | None] = (None, None, 3),
+    align_corners: bool = False,
+    width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
     backbone_weights: str | None = None,
     name: str = "deeplab",
 ) -> DeepLab:
@@ -88,6 +90,12 @@ def build_model(
         (light for MobileNetV2, full otherwise).
       sync_batch_norm: batch statistics averaged over all replicas of a distribution strategy.
       input_shape: (H, W, 3); None for any size.
+      align_corners: every bilinear upsampling (image pooling, decoder, logits) maps corner pixels onto corner
+        pixels, as TF1's `resize_bilinear(align_corners=True)` in the official DeepLab code; False: TF2's
+        half-pixel centres. Models imported from Google's published weights set it (`import_weights`).
+      width_divisor: MobileNetV2 rounds its scaled widths to multiples of this: 8 as keras.applications does;
+        the official DeepLab MobileNetV2 uses 1 at a depth multiplier other than 1 (e.g. 12 channels at 0.5
+        where keras has 16). MobileNetV2 only.
       backbone_weights: a local keras.applications ImageNet weight file (.h5) to load into the backbone.
 
     Returns: a DeepLab model mapping RGB [0, 255] (B, H, W, 3) to float32 logits (B, H, W, num_classes).
@@ -110,6 +118,8 @@ def build_model(
         "batch_norm_momentum": batch_norm_momentum,
         "sync_batch_norm": sync_batch_norm,
         "input_shape": list(input_shape),
+        "align_corners": align_corners,
+        "width_divisor": width_divisor,
     }
     norm = NormSettings(momentum=batch_norm_momentum, synchronized=sync_batch_norm)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -123,6 +133,7 @@ def build_model(
         multi_grid=multi_grid,
         extra_blocks=extra_blocks,
         width_multiplier=width_multiplier,
+        width_divisor=width_divisor,
     )
     x = heads.aspp(
         features.high_level,
@@ -132,11 +143,12 @@ def build_model(
         separable=separable,
         dropout_rate=dropout_rate,
         light=light_aspp,
+        align_corners=align_corners,
     )
     if decoder:
-        x = heads.decoder(x, features.low_level, norm=norm, separable=separable)
+        x = heads.decoder(x, features.low_level, norm=norm, separable=separable, align_corners=align_corners)
     x = layers.Conv2D(num_classes, 1, name="logits")(x)
-    logits = ResizeLike(name="logits_upsample", dtype="float32")([x, inputs])
+    logits = ResizeLike(align_corners, name="logits_upsample", dtype="float32")([x, inputs])
     model = DeepLab(inputs, logits, build_config, features=features._asdict(), name=name)
     if backbone_weights is not None:
         load_backbone_weights(model, backbone_weights, unused_layers=UNUSED_WEIGHT_LAYERS.get(backbone, ()))

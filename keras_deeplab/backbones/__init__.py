@@ -39,13 +39,25 @@ def backbone_features(
     multi_grid: Sequence[int] | None,
     extra_blocks: int,
     width_multiplier: float,
+    width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
 ) -> BackboneFeatures:
     """Build `backbone` on preprocessed `pixels` (B, H, W, 3); see BackboneFeatures for what comes back.
 
     `stem`, `multi_grid` and `extra_blocks` shape the ResNets only: other backbones accept them only at
-    their defaults (`multi_grid` also None) and raise ValueError otherwise.
+    their defaults (`multi_grid` also None) and raise ValueError otherwise; `width_divisor` shapes MobileNetV2
+    only, likewise.
     """
     _check_backbone(backbone)
+    if backbone != "mobilenetv2" and width_divisor != constants.MOBILENETV2_WIDTH_DIVISOR:
+        raise ValueError(f"width_divisor applies to the mobilenetv2 backbone only, not to {backbone!r}")
+    if backbone == "mobilenetv2":
+        return mobilenetv2_features(
+            pixels,
+            output_stride=output_stride,
+            norm=norm,
+            width_multiplier=width_multiplier,
+            width_divisor=width_divisor,
+        )
     if backbone not in RESNETS:
         _check_resnet_only_options(backbone, stem, multi_grid, extra_blocks)
         build = xception65_features if backbone == "xception65" else mobilenetv2_features
