@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "serving.predict",
     "serving.tflite",
     "keras_deeplab.demo",
+    "keras_deeplab.commands.import_weights",
 )
 
 
