@@ -50,18 +50,17 @@ def backbone_features(
     _check_backbone(backbone)
     if backbone != "mobilenetv2" and width_divisor != constants.MOBILENETV2_WIDTH_DIVISOR:
         raise ValueError(f"width_divisor applies to the mobilenetv2 backbone only, not to {backbone!r}")
-    if backbone == "mobilenetv2":
-        return mobilenetv2_features(
-            pixels,
-            output_stride=output_stride,
-            norm=norm,
-            width_multiplier=width_multiplier,
-            width_divisor=width_divisor,
-        )
     if backbone not in RESNETS:
         _check_resnet_only_options(backbone, stem, multi_grid, extra_blocks)
-        build = xception65_features if backbone == "xception65" else mobilenetv2_features
-        return build(pixels, output_stride=output_stride, norm=norm, width_multiplier=width_multiplier)
+        if backbone == "mobilenetv2":
+            return mobilenetv2_features(
+                pixels,
+                output_stride=output_stride,
+                norm=norm,
+                width_multiplier=width_multiplier,
+                width_divisor=width_divisor,
+            )
+        return xception65_features(pixels, output_stride=output_stride, norm=norm, width_multiplier=width_multiplier)
     return resnet_features(
         pixels,
         depth=backbone,
