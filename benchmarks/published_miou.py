@@ -26,7 +26,7 @@ from keras_deeplab.metrics import MeanIoU
 from pipelines import open_source
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.join(HERE, "..", "..", "shared")
+SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared"))
 MULTI_SCALE = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
