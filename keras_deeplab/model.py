@@ -70,6 +70,7 @@ def build_model(
     input_shape: Sequence[int | None] = (None, None, 3),
     align_corners: bool = False,
     width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
+    depthwise_relu: bool = True,
     backbone_weights: str | None = None,
     name: str = "deeplab",
 ) -> DeepLab:
@@ -96,6 +97,8 @@ def build_model(
       width_divisor: MobileNetV2 rounds its scaled widths to multiples of this: 8 as keras.applications does;
         the official DeepLab MobileNetV2 uses 1 at a depth multiplier other than 1 (e.g. 12 channels at 0.5
         where keras has 16). MobileNetV2 only.
+      depthwise_relu: Xception-65 puts a ReLU after the batch norm of every depthwise conv (the v3+ paper);
+        False: only in the exit flow's last block, as the official code does. Xception-65 only.
       backbone_weights: a local keras.applications ImageNet weight file (.h5) to load into the backbone.
 
     Returns: a DeepLab model mapping RGB [0, 255] (B, H, W, 3) to float32 logits (B, H, W, num_classes).
@@ -120,6 +123,7 @@ def build_model(
         "input_shape": list(input_shape),
         "align_corners": align_corners,
         "width_divisor": width_divisor,
+        "depthwise_relu": depthwise_relu,
     }
     norm = NormSettings(momentum=batch_norm_momentum, synchronized=sync_batch_norm)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -134,6 +138,7 @@ def build_model(
         extra_blocks=extra_blocks,
         width_multiplier=width_multiplier,
         width_divisor=width_divisor,
+        depthwise_relu=depthwise_relu,
     )
     x = heads.aspp(
         features.high_level,

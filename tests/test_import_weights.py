@@ -113,8 +113,9 @@ SMALL = {
 
 
 def official_tensors(model):
-    """{official name: array} of `model` by the tables, batch norms with random statistics."""
-    table, _ = official_weight_table(model.build_config)
+    """{official name: array} of `model` by the tables, batch norms with random statistics (variances as the
+    official epsilon would give the same normalisation)."""
+    table, epsilons = official_weight_table(model.build_config)
     rng = np.random.default_rng(1)
     tensors = {}
     for name, (layer_name, slot) in table.items():
@@ -128,6 +129,8 @@ def official_tensors(model):
         elif slot in ("beta", "moving_mean", "bias"):
             variable.assign(rng.normal(0, 0.1, variable.shape).astype(np.float32))
         tensors[name] = np.asarray(variable.numpy())
+        if slot == "moving_variance":
+            tensors[name] = tensors[name] + np.float32(layer.epsilon - epsilons[layer_name])
     return tensors
 
 
@@ -243,3 +246,17 @@ def test_import_weights_command(small_source, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "absent.tflite" in error
     assert not os.path.exists(tmp_path / "x.keras")
+
+
+def test_xception65_checkpoint_imports_as_the_official_network(tmp_path):
+    """Xception-65 (at width 1/8 to stay small) with the official code's depthwise convs (no ReLU after them
+    outside the exit flow's last block) and its batch-norm epsilon 1e-3, through a TF1 checkpoint."""
+    config = {**SMALL, "backbone": "xception65", "width_multiplier": 0.125, "depthwise_relu": False}
+    del config["width_divisor"]
+    model = build_model(**config)
+    tensors = official_tensors(model)
+    assert "xception_65/middle_flow/block1/unit_16/xception_module/separable_conv3_pointwise/BatchNorm/beta" in tensors
+    pixels = np.random.default_rng(3).uniform(0, 255, (1, 65, 49, 3)).astype(np.float32)
+    imported = import_weights(write_checkpoint(str(tmp_path / "model.ckpt"), tensors))
+    assert imported.build_config == model.build_config
+    np.testing.assert_allclose(imported(pixels).numpy(), model(pixels).numpy(), atol=1e-4)

@@ -40,16 +40,19 @@ def backbone_features(
     extra_blocks: int,
     width_multiplier: float,
     width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
+    depthwise_relu: bool = True,
 ) -> BackboneFeatures:
     """Build `backbone` on preprocessed `pixels` (B, H, W, 3); see BackboneFeatures for what comes back.
 
     `stem`, `multi_grid` and `extra_blocks` shape the ResNets only: other backbones accept them only at
     their defaults (`multi_grid` also None) and raise ValueError otherwise; `width_divisor` shapes MobileNetV2
-    only, likewise.
+    only and `depthwise_relu` Xception-65 only, likewise.
     """
     _check_backbone(backbone)
     if backbone != "mobilenetv2" and width_divisor != constants.MOBILENETV2_WIDTH_DIVISOR:
         raise ValueError(f"width_divisor applies to the mobilenetv2 backbone only, not to {backbone!r}")
+    if backbone != "xception65" and not depthwise_relu:
+        raise ValueError(f"depthwise_relu applies to the xception65 backbone only, not to {backbone!r}")
     if backbone not in RESNETS:
         _check_resnet_only_options(backbone, stem, multi_grid, extra_blocks)
         if backbone == "mobilenetv2":
@@ -60,7 +63,13 @@ def backbone_features(
                 width_multiplier=width_multiplier,
                 width_divisor=width_divisor,
             )
-        return xception65_features(pixels, output_stride=output_stride, norm=norm, width_multiplier=width_multiplier)
+        return xception65_features(
+            pixels,
+            output_stride=output_stride,
+            norm=norm,
+            width_multiplier=width_multiplier,
+            depthwise_relu=depthwise_relu,
+        )
     return resnet_features(
         pixels,
         depth=backbone,

@@ -15,12 +15,12 @@ import numpy as np
 from keras import layers
 
 from keras_deeplab import constants, heads
-from keras_deeplab.backbones import mobilenetv2
+from keras_deeplab.backbones import mobilenetv2, xception
 from keras_deeplab.importing.sources import SourceWeights, WeightImportError, read_source
 from keras_deeplab.model import DeepLab, build_model
 
 # Official top-level scope -> (our backbone, the module holding its table and OFFICIAL_BATCH_NORM_EPSILON).
-OFFICIAL_BACKBONES = {"MobilenetV2": ("mobilenetv2", mobilenetv2)}
+OFFICIAL_BACKBONES = {"MobilenetV2": ("mobilenetv2", mobilenetv2), "xception_65": ("xception65", xception)}
 DEFAULT_OUTPUT_STRIDE = 16  # for sources that do not say (checkpoints, frozen graphs): the official eval's
 FOLDED_BIAS = "folded_bias"  # slot of a batch norm whose conv's bias holds it (TFLite)
 
@@ -82,6 +82,9 @@ def infer_build_config(weights: SourceWeights) -> dict[str, Any]:
     }
     if backbone == "mobilenetv2":
         config.update(_mobilenetv2_widths(weights))
+    else:  # Xception-65: no ReLU after the depthwise convs but the exit flow's last block's, as the official code
+        stem = _require(weights, "xception_65/entry_flow/conv1_1/weights").shape[-1]
+        config.update(width_multiplier=stem / constants.XCEPTION65_STEM_FILTERS[0], depthwise_relu=False)
     return config
 
 
