@@ -14,6 +14,8 @@ _EXPORTS = {
     "DeepLab": "keras_deeplab.model",
     "build_model": "keras_deeplab.model",
     "load_model": "keras_deeplab.loading",
+    "import_weights": "keras_deeplab.importing",
+    "dense_crf": "keras_deeplab.crf",
     "MeanIoU": "keras_deeplab.metrics",
     "SegmentationLoss": "keras_deeplab.losses",
     "segmentation_loss": "keras_deeplab.losses",

@@ -16,7 +16,19 @@ from collections.abc import Sequence
 
 COMMAND_MODULES = tuple(
     f"keras_deeplab.commands.{name}"
-    for name in ("info", "train", "evaluate", "data", "export", "serve", "client", "predict", "convert_tflite", "demo")
+    for name in (
+        "info",
+        "train",
+        "evaluate",
+        "data",
+        "export",
+        "serve",
+        "client",
+        "predict",
+        "convert_tflite",
+        "demo",
+        "import_weights",
+    )
 )
 VERBOSE_VARIABLE = "KERAS_DEEPLAB_VERBOSE"
 # What a user's mistake raises: ValueError (bad values, recipes, data, weight and model files) and OSError

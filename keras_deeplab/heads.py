@@ -5,7 +5,12 @@ from __future__ import annotations
 from keras import layers
 
 from keras_deeplab import constants
+from keras_deeplab.backbones.base import official_conv_names
 from keras_deeplab.layers import NormSettings, ResizeLike, conv_bn_relu
+
+# Batch-norm epsilon of the official TF1 ASPP and decoder (`batch_norm_params` of tensorflow/models
+# research/deeplab/model.py), the same as ours.
+OFFICIAL_BATCH_NORM_EPSILON = 1e-5
 
 
 def aspp(
@@ -17,6 +22,7 @@ def aspp(
     separable: bool = False,
     dropout_rate: float = constants.ASPP_DROPOUT_RATE,
     light: bool = False,
+    align_corners: bool = False,
 ):
     """Atrous spatial pyramid pooling: (B, h, w, C) -> (B, h, w, filters).
 
@@ -24,11 +30,11 @@ def aspp(
     1x1 conv, bilinear back to h x w), a 1x1 conv and three 3x3 atrous convs at `aspp_rates(output_stride)`;
     concatenated, fused by a 1x1 conv, then dropout. Branch names carry no rate, so the same weights fit
     every output stride. `light` keeps only the image pooling and 1x1 branches (the official MobileNetV2
-    configuration, which sets no atrous rates).
+    configuration, which sets no atrous rates). `align_corners`: the upsampling as TF1's (see ResizeLike).
     """
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_image_pool")(features)
     pooled = conv_bn_relu(pooled, filters, 1, name="aspp_image_pool_projection", norm=norm)
-    branches = [ResizeLike(name="aspp_image_pool_upsample")([pooled, features])]
+    branches = [ResizeLike(align_corners, name="aspp_image_pool_upsample")([pooled, features])]
     branches.append(conv_bn_relu(features, filters, 1, name="aspp_conv1x1", norm=norm))
     for index, rate in enumerate(() if light else constants.aspp_rates(output_stride), start=1):
         branches.append(
@@ -47,15 +53,51 @@ def decoder(
     filters: int = constants.DECODER_FILTERS,
     low_level_filters: int = constants.DECODER_LOW_LEVEL_FILTERS,
     separable: bool = False,
+    align_corners: bool = False,
 ):
     """The v3+ decoder: (B, h, w, C) ASPP output and (B, H4, W4, C') stride-4 feature -> (B, H4, W4, filters).
 
     The low-level feature is projected to 48 channels (1x1 conv), the ASPP output is upsampled bilinearly to
-    its size (x4 at output stride 16), the two are concatenated and refined by two 3x3 convs.
+    its size (x4 at output stride 16), the two are concatenated and refined by two 3x3 convs. `align_corners`:
+    the upsampling as TF1's (see ResizeLike).
     """
     low_level = conv_bn_relu(low_level, low_level_filters, 1, name="decoder_low_level_projection", norm=norm)
-    x = ResizeLike(name="decoder_upsample")([aspp_output, low_level])
+    x = ResizeLike(align_corners, name="decoder_upsample")([aspp_output, low_level])
     x = layers.Concatenate(name="decoder_concat")([x, low_level])
     for index in (1, 2):
         x = conv_bn_relu(x, filters, 3, separable=separable, name=f"decoder_conv{index}", norm=norm)
     return x
+
+
+def official_weight_names(separable: bool) -> dict[str, tuple[str, str]]:
+    """Official TF1 DeepLab variable name -> (our layer, weight slot), for every weight of the heads.
+
+    Scopes of tensorflow/models research/deeplab/model.py: "image_pooling", "aspp0" (1x1), "aspp1".."aspp3"
+    (3x3 atrous; "aspp{i}_depthwise" + "aspp{i}_pointwise" when separable), "concat_projection"; the decoder's
+    "decoder/feature_projection0" and "decoder/decoder_conv0", "decoder/decoder_conv1" (separable) or
+    `slim.repeat`'s "decoder/decoder_conv0/decoder_conv0_1", "..._2"; the logits "logits/semantic" (biased).
+    """
+
+    def unit(official: str, ours: str) -> dict[str, tuple[str, str]]:
+        if not separable:
+            return official_conv_names(official, f"{ours}_conv", f"{ours}_bn")
+        return {
+            **official_conv_names(f"{official}_depthwise", f"{ours}_depthwise", f"{ours}_depthwise_bn", depthwise=True),
+            **official_conv_names(f"{official}_pointwise", f"{ours}_pointwise", f"{ours}_pointwise_bn"),
+        }
+
+    table = {
+        **official_conv_names("image_pooling", "aspp_image_pool_projection_conv", "aspp_image_pool_projection_bn"),
+        **official_conv_names("aspp0", "aspp_conv1x1_conv", "aspp_conv1x1_bn"),
+        **official_conv_names("concat_projection", "aspp_projection_conv", "aspp_projection_bn"),
+        **official_conv_names(
+            "decoder/feature_projection0", "decoder_low_level_projection_conv", "decoder_low_level_projection_bn"
+        ),
+        **official_conv_names("logits/semantic", "logits", bias=True),
+    }
+    for index in (1, 2, 3):
+        table.update(unit(f"aspp{index}", f"aspp_atrous{index}"))
+    for index in (1, 2):
+        official = f"decoder/decoder_conv{index - 1}" if separable else f"decoder/decoder_conv0/decoder_conv0_{index}"
+        table.update(unit(official, f"decoder_conv{index}"))
+    return table

@@ -17,12 +17,25 @@ class ResizeLike(layers.Layer):
     """Bilinear resize of `x` (B, h, w, C) to the height and width of `reference` (B, H, W, any).
 
     Works for any spatial size known only at run time, so one model serves every input size.
+    `align_corners=True` maps corner pixels onto corner pixels, as TF1's `resize_bilinear` in the official
+    DeepLab code does (False: TF2's half-pixel centres).
     """
+
+    def __init__(self, align_corners: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.align_corners = bool(align_corners)
 
     def call(self, inputs):
         x, reference = inputs
-        resized = tf.image.resize(x, tf.shape(reference)[1:3], method="bilinear")
+        size = tf.shape(reference)[1:3]
+        if self.align_corners:
+            resized = tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=True)
+        else:
+            resized = tf.image.resize(x, size, method="bilinear")
         return tf.cast(resized, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "align_corners": self.align_corners}
 
     def compute_output_shape(self, input_shape):
         x_shape, reference_shape = input_shape

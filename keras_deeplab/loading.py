@@ -1,7 +1,8 @@
 """`load_model(path)`: the one loader of a trained DeepLab, for every command that takes `--model`.
 
-It reads a `.keras` file or a training run folder (its `model.keras`, else its latest checkpoint), checks that
-what it read is a DeepLab made by `build_model`, and names the file when it is not.
+It reads a `.keras` file, a training run folder (its `model.keras`, else its latest checkpoint) or a published
+DeepLab (a TF1 checkpoint, model-zoo tarball, frozen graph or TFLite file, through `importing.import_weights`),
+checks that what it read is a DeepLab made by `build_model`, and names the file when it is not.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import keras
 import tensorflow as tf
 
 from keras_deeplab.checkpoints import CHECKPOINTS_FOLDER, CheckpointFolder, checkpoint_model_config
+from keras_deeplab.importing import WeightImportError, import_weights
+from keras_deeplab.importing.read import source_kind
 from keras_deeplab.model import DeepLab, build_model
 
 FINAL_MODEL = "model.keras"  # inside a run folder, written when training finishes
@@ -21,6 +24,15 @@ class ModelFileError(ValueError):
     """A model path that is missing, unreadable or not a DeepLab; the message names the path."""
 
 
+def is_published(path: str | os.PathLike) -> bool:
+    """True for a file of Google's published DeepLab kinds (checkpoint, tarball, frozen graph, TFLite)."""
+    try:
+        source_kind(os.fspath(path))
+    except WeightImportError:
+        return False
+    return True
+
+
 def is_run_folder(path: str | os.PathLike) -> bool:
     """True for a folder that training wrote (it holds model.keras or checkpoints/)."""
     path = os.fspath(path)
@@ -28,10 +40,13 @@ def is_run_folder(path: str | os.PathLike) -> bool:
 
 
 def load_model(path: str | os.PathLike, output_stride: int | None = None) -> DeepLab:
-    """A trained DeepLab from a `.keras` file or a run folder, optionally rebuilt at another `output_stride`
-    with the same weights. Raises ModelFileError naming `path` when it holds no DeepLab."""
+    """A trained DeepLab from a `.keras` file, a run folder or a published DeepLab file, optionally rebuilt at
+    another `output_stride` with the same weights. Raises ModelFileError (or WeightImportError) naming `path` when
+    it holds no DeepLab."""
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if is_published(path):
+        model = import_weights(path)
+    elif os.path.isdir(path):
         final_model = os.path.join(path, FINAL_MODEL)
         model = _load_keras_file(final_model) if os.path.isfile(final_model) else _load_latest_checkpoint(path)
     elif os.path.isfile(path):

@@ -64,6 +64,9 @@ def build_model(
     batch_norm_momentum: float = constants.BATCH_NORM_MOMENTUM,
     sync_batch_norm: bool = False,
     input_shape: Sequence[int | None] = (None, None, 3),
+    align_corners: bool = False,
+    width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
+    depthwise_relu: bool = True,
     backbone_weights: str | None = None,
     name: str = "deeplab",
 ) -> DeepLab:
@@ -85,6 +88,14 @@ def build_model(
         (light for MobileNetV2, full otherwise).
       sync_batch_norm: batch statistics averaged over all replicas of a distribution strategy.
       input_shape: (H, W, 3); None for any size.
+      align_corners: every bilinear upsampling (image pooling, decoder, logits) maps corner pixels onto corner
+        pixels, as TF1's `resize_bilinear(align_corners=True)` in the official DeepLab code; False: TF2's
+        half-pixel centres. Models imported from Google's published weights set it (`import_weights`).
+      width_divisor: MobileNetV2 rounds its scaled widths to multiples of this: 8 as keras.applications does;
+        the official DeepLab MobileNetV2 uses 1 at a depth multiplier other than 1 (e.g. 12 channels at 0.5
+        where keras has 16). MobileNetV2 only.
+      depthwise_relu: Xception-65 puts a ReLU after the batch norm of every depthwise conv (the v3+ paper);
+        False: only in the exit flow's last block, as the official code does. Xception-65 only.
       backbone_weights: a local keras.applications ImageNet weight file (.h5) to load into the backbone.
 
     Returns: a DeepLab model mapping RGB [0, 255] (B, H, W, 3) to float32 logits (B, H, W, num_classes).
@@ -94,8 +105,20 @@ def build_model(
         light_aspp = spec.light_aspp
     options = backbone_build_options(
         backbone,
-        {"stem": stem, "multi_grid": multi_grid, "extra_blocks": extra_blocks},
-        {"stem": constants.RESNET_STEMS[0], "multi_grid": constants.MULTI_GRID, "extra_blocks": 0},
+        {
+            "stem": stem,
+            "multi_grid": multi_grid,
+            "extra_blocks": extra_blocks,
+            "width_divisor": width_divisor,
+            "depthwise_relu": depthwise_relu,
+        },
+        {
+            "stem": constants.RESNET_STEMS[0],
+            "multi_grid": constants.MULTI_GRID,
+            "extra_blocks": 0,
+            "width_divisor": constants.MOBILENETV2_WIDTH_DIVISOR,
+            "depthwise_relu": True,
+        },
     )
     build_config = {
         "output_stride": output_stride,
@@ -113,6 +136,9 @@ def build_model(
         "batch_norm_momentum": batch_norm_momentum,
         "sync_batch_norm": sync_batch_norm,
         "input_shape": list(input_shape),
+        "align_corners": align_corners,
+        "width_divisor": width_divisor,
+        "depthwise_relu": depthwise_relu,
     }
     norm = NormSettings(momentum=batch_norm_momentum, synchronized=sync_batch_norm)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -128,11 +154,12 @@ def build_model(
         separable=separable,
         dropout_rate=dropout_rate,
         light=light_aspp,
+        align_corners=align_corners,
     )
     if decoder:
-        x = heads.decoder(x, features.low_level, norm=norm, separable=separable)
+        x = heads.decoder(x, features.low_level, norm=norm, separable=separable, align_corners=align_corners)
     x = layers.Conv2D(num_classes, 1, name="logits")(x)
-    logits = ResizeLike(name="logits_upsample", dtype="float32")([x, inputs])
+    logits = ResizeLike(align_corners, name="logits_upsample", dtype="float32")([x, inputs])
     model = DeepLab(inputs, logits, build_config, features=features.tensors(), name=name)
     if backbone_weights is not None:
         load_backbone_weights(model, backbone_weights, unused_layers=spec.unused_weight_layers)

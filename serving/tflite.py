@@ -28,6 +28,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from keras_deeplab import constants
 from keras_deeplab.inference import PredictLogits, predict_class_map
+from keras_deeplab.litert import open_interpreter
 from keras_deeplab.metrics import MeanIoU
 from pipelines.formats import open_source
 from serving.settings import QUANTIZATIONS
@@ -181,19 +182,10 @@ class TFLiteModel:
         input_range: Sequence[float] | None = None,
         num_threads: int | None = None,
     ) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        if isinstance(model, bytes):
-            self.name, content = "<tflite bytes>", model
-        else:
-            self.name = os.fspath(model)
-            with open(self.name, "rb") as file:
-                content = file.read()
+        self.interpreter, self.name, content = open_interpreter(model, num_threads)
         try:
             self.metadata = read_metadata(content)
-            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
-        except Exception as error:  # LiteRT raises ValueError/RuntimeError for anything unreadable
+        except Exception as error:  # a flatbuffer LiteRT runs but whose metadata does not parse
             raise ValueError(f"{self.name}: not a readable TFLite model ({error})") from error
         self.size_bytes = len(content)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()

@@ -90,3 +90,23 @@ class AtrousSchedule:
 def scaled_width(filters: int, width_multiplier: float) -> int:
     """`filters` scaled by `width_multiplier`, rounded, at least 1."""
     return max(1, round(filters * width_multiplier))
+
+
+# The variables of a TF1 slim batch norm, in the order Keras' BatchNormalization holds its weights.
+BATCH_NORM_SLOTS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def official_conv_names(
+    scope: str, conv: str, batch_norm: str | None = None, *, depthwise: bool = False, bias: bool = False
+) -> dict[str, tuple[str, str]]:
+    """Rows of an official-name table for one TF1 slim conv: {official variable: (our layer, weight slot)}.
+
+    `scope/weights` (`scope/depthwise_weights` when `depthwise`) -> the conv's "kernel"; `scope/biases` -> its
+    "bias" when `bias`; `scope/BatchNorm/{gamma,beta,moving_mean,moving_variance}` -> `batch_norm`'s weights.
+    """
+    table = {f"{scope}/{'depthwise_weights' if depthwise else 'weights'}": (conv, "kernel")}
+    if bias:
+        table[f"{scope}/biases"] = (conv, "bias")
+    if batch_norm is not None:
+        table.update({f"{scope}/BatchNorm/{slot}": (batch_norm, slot) for slot in BATCH_NORM_SLOTS})
+    return table

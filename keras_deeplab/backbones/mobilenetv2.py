@@ -13,10 +13,13 @@ from __future__ import annotations
 from keras import layers
 
 from keras_deeplab import constants
-from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec
+from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec, official_conv_names
 from keras_deeplab.layers import NormSettings
 
 _EPSILON = constants.MOBILENETV2_BATCH_NORM_EPSILON
+# Batch-norm epsilon of the official TF1 MobileNetV2: slim.batch_norm's default, kept by mobilenet_v2's
+# training_scope (tensorflow/models research/slim/nets/mobilenet/mobilenet.py), the same as keras'.
+OFFICIAL_BATCH_NORM_EPSILON = 1e-3
 
 
 def make_divisible(value: float, divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR) -> int:
@@ -24,6 +27,39 @@ def make_divisible(value: float, divisor: int = constants.MOBILENETV2_WIDTH_DIVI
     more than 10% below `value`."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def stage_widths(width_multiplier: float, width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR) -> list[int]:
+    """Output widths of the stem and of each stage of `constants.MOBILENETV2_BLOCKS`, scaled and rounded."""
+    stem = make_divisible(constants.MOBILENETV2_STEM_FILTERS * width_multiplier, width_divisor)
+    return [stem] + [
+        make_divisible(int(filters * width_multiplier), width_divisor)
+        for _, filters, _, _ in constants.MOBILENETV2_BLOCKS
+    ]
+
+
+def official_weight_names() -> dict[str, tuple[str, str]]:
+    """Official TF1 DeepLab variable name -> (our layer, weight slot), for every MobileNetV2 weight.
+
+    Official scopes (tensorflow/models research/slim/nets/mobilenet/mobilenet_v2.py `V2_DEF`, built by
+    research/deeplab/core/feature_extractor.py under "MobilenetV2"): "Conv" (our "Conv1"), then
+    "expanded_conv", "expanded_conv_1" .. "expanded_conv_16" (our "expanded_conv_", "block_1_" .. "block_16_"),
+    each with "expand" (not in the first), "depthwise" and "project" convs followed by "BatchNorm".
+    """
+    table = official_conv_names("MobilenetV2/Conv", "Conv1", "bn_Conv1")
+    block_id = 0
+    for expansion, _, repeats, _ in constants.MOBILENETV2_BLOCKS:
+        for _ in range(repeats):
+            official = f"MobilenetV2/expanded_conv_{block_id}" if block_id else "MobilenetV2/expanded_conv"
+            ours = f"block_{block_id}_" if block_id else "expanded_conv_"
+            if expansion > 1:
+                table.update(official_conv_names(f"{official}/expand", f"{ours}expand", f"{ours}expand_BN"))
+            table.update(
+                official_conv_names(f"{official}/depthwise", f"{ours}depthwise", f"{ours}depthwise_BN", depthwise=True)
+            )
+            table.update(official_conv_names(f"{official}/project", f"{ours}project", f"{ours}project_BN"))
+            block_id += 1
+    return table
 
 
 def inverted_residual(
@@ -53,16 +89,25 @@ def inverted_residual(
 
 
 def mobilenetv2_features(
-    inputs, *, output_stride: int, norm: NormSettings, width_multiplier: float = 1.0
+    inputs,
+    *,
+    output_stride: int,
+    norm: NormSettings,
+    width_multiplier: float = 1.0,
+    width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
 ) -> BackboneFeatures:
     """MobileNetV2 on preprocessed pixels (B, H, W, 3), dilated to reach `output_stride`.
+
+    Scaled widths are rounded to multiples of `width_divisor` (keras.applications: 8; the official DeepLab
+    MobileNetV2 below depth multiplier 1: 1).
 
     Returns the depthwise output of block 2 (stride 4, 144 channels at width 1) and block 16's output at
     `output_stride` (320 channels at width 1).
     """
     constants.check_output_stride(output_stride)
+    widths = stage_widths(width_multiplier, width_divisor)
     x = layers.Conv2D(
-        make_divisible(constants.MOBILENETV2_STEM_FILTERS * width_multiplier),
+        widths[0],
         3,
         strides=2,
         padding="same",
@@ -73,8 +118,7 @@ def mobilenetv2_features(
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     schedule = AtrousSchedule(output_stride, stride_so_far=2)
     block_id, low_level = 0, None
-    for expansion, filters, repeats, first_stride in constants.MOBILENETV2_BLOCKS:
-        width = make_divisible(int(filters * width_multiplier))
+    for (expansion, _, repeats, first_stride), width in zip(constants.MOBILENETV2_BLOCKS, widths[1:], strict=True):
         for repeat in range(repeats):
             stride, rate = schedule.next_layer(first_stride if repeat == 0 else 1)
             name = f"block_{block_id}_" if block_id else "expanded_conv_"
@@ -99,6 +143,7 @@ SPEC = BackboneSpec(
     build=mobilenetv2_features,
     pixel_mean=constants.SIGNED_UNIT_PIXEL_MEAN_RGB,  # "tf" inputs: RGB scaled to [-1, 1]
     pixel_scale=constants.SIGNED_UNIT_PIXEL_SCALE,
+    options=("width_divisor",),
     light_aspp=True,  # the official MobileNetV2 configuration sets no atrous rates
     imagenet_weights="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
     unused_weight_layers=constants.MOBILENETV2_UNUSED_WEIGHT_LAYERS,

@@ -16,16 +16,37 @@ from __future__ import annotations
 from keras import layers
 
 from keras_deeplab import constants
-from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec, scaled_width
+from keras_deeplab.backbones.base import (
+    AtrousSchedule,
+    BackboneFeatures,
+    BackboneSpec,
+    official_conv_names,
+    scaled_width,
+)
 from keras_deeplab.layers import NormSettings
 
 SKIP_CONNECTIONS = ("conv", "sum", "none")
+# Batch-norm epsilon of the official TF1 Xception: xception_arg_scope's batch_norm_epsilon (tensorflow/models
+# research/deeplab/core/xception.py); ours is 1e-5, and imported statistics are shifted to match.
+OFFICIAL_BATCH_NORM_EPSILON = 1e-3
 
 
-def separable_conv_bn(x, filters: int, *, stride: int, rate: int, relu_first: bool, name: str, norm: NormSettings):
+def separable_conv_bn(
+    x,
+    filters: int,
+    *,
+    stride: int,
+    rate: int,
+    relu_first: bool,
+    name: str,
+    norm: NormSettings,
+    depthwise_relu: bool = True,
+):
     """[ReLU] + depthwise 3x3 (`stride`, `rate`) + BN + ReLU + pointwise 1x1 + BN [+ ReLU].
 
-    The ReLU comes first when `relu_first`, last otherwise. (B, H, W, C) -> (B, ceil(H/stride), ceil(W/stride),
+    The ReLU comes first when `relu_first`, last otherwise. `depthwise_relu=False` drops the ReLU after the
+    depthwise BN when `relu_first` (the official code's network, where `activation_fn=None` reaches both halves
+    of the separable conv outside the exit flow's last block). (B, H, W, C) -> (B, ceil(H/stride), ceil(W/stride),
     filters), "same" padding.
     """
     if relu_first:
@@ -34,7 +55,8 @@ def separable_conv_bn(x, filters: int, *, stride: int, rate: int, relu_first: bo
         3, strides=stride, padding="same", dilation_rate=rate, use_bias=False, name=f"{name}_depthwise"
     )(x)
     x = norm(f"{name}_depthwise_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_depthwise_relu")(x)
+    if depthwise_relu or not relu_first:
+        x = layers.Activation("relu", name=f"{name}_depthwise_relu")(x)
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
     x = norm(f"{name}_pointwise_bn")(x)
     if not relu_first:
@@ -42,7 +64,9 @@ def separable_conv_bn(x, filters: int, *, stride: int, rate: int, relu_first: bo
     return x
 
 
-def xception_unit(x, filters, *, stride: int, rate: int, skip: str, name: str, norm: NormSettings):
+def xception_unit(
+    x, filters, *, stride: int, rate: int, skip: str, name: str, norm: NormSettings, depthwise_relu: bool = True
+):
     """One Xception unit: three separable convs (`filters` wide each; the last strides) plus the skip.
 
     Returns (output, output of the second separable conv): (B, H/stride, W/stride, filters[2]) and
@@ -61,6 +85,7 @@ def xception_unit(x, filters, *, stride: int, rate: int, skip: str, name: str, n
             relu_first=relu_first,
             name=f"{name}_sepconv{index + 1}",
             norm=norm,
+            depthwise_relu=depthwise_relu,
         )
         if index == 1:
             second = x
@@ -73,9 +98,11 @@ def xception_unit(x, filters, *, stride: int, rate: int, skip: str, name: str, n
 
 
 def xception65_features(
-    inputs, *, output_stride: int, norm: NormSettings, width_multiplier: float = 1.0
+    inputs, *, output_stride: int, norm: NormSettings, width_multiplier: float = 1.0, depthwise_relu: bool = True
 ) -> BackboneFeatures:
     """Aligned Xception-65 on preprocessed pixels (B, H, W, 3), dilated to reach `output_stride`.
+
+    `depthwise_relu`: see `separable_conv_bn` (True: the paper's Fig. 4; False: the official code's network).
 
     Returns the output of the second separable conv of entry flow block 2 (stride 4, 256*w channels, the
     official decoder input) and the exit flow's output at `output_stride` (2048*w channels). A unit that
@@ -97,7 +124,9 @@ def xception65_features(
         for unit in range(1, units + 1):
             unit_stride, rate = schedule.next_layer(stride)
             name = f"{flow}_block{block}_unit{unit}"
-            x, second = xception_unit(x, widths, stride=unit_stride, rate=rate, skip=skip, name=name, norm=norm)
+            x, second = xception_unit(
+                x, widths, stride=unit_stride, rate=rate, skip=skip, name=name, norm=norm, depthwise_relu=depthwise_relu
+            )
             if (flow, block, unit) == ("entry_flow", 2, 1):
                 low_level = second
     return BackboneFeatures(low_level=low_level, high_level=x, output_stride=output_stride)
@@ -108,4 +137,39 @@ SPEC = BackboneSpec(
     build=xception65_features,
     pixel_mean=constants.SIGNED_UNIT_PIXEL_MEAN_RGB,  # "tf" inputs: RGB scaled to [-1, 1]
     pixel_scale=constants.SIGNED_UNIT_PIXEL_SCALE,
+    options=("depthwise_relu",),
 )
+
+
+def official_weight_names() -> dict[str, tuple[str, str]]:
+    """Official TF1 DeepLab variable name -> (our layer, weight slot), for every Xception-65 weight.
+
+    Official scopes (tensorflow/models research/deeplab/core/xception.py, `xception_65`): "xception_65/
+    entry_flow/conv1_1" and "conv1_2", then "xception_65/<flow>/block<b>/unit_<u>/xception_module/" with
+    "separable_conv<i>_depthwise" and "separable_conv<i>_pointwise" (i = 1..3, each followed by "BatchNorm")
+    and, in blocks with a conv skip, "shortcut"; our names drop "xception_module" ("entry_flow_block1_unit1_
+    sepconv1_depthwise").
+    """
+    table = {}
+    for index in (1, 2):
+        name = f"entry_flow_conv1_{index}"
+        table.update(official_conv_names(f"xception_65/entry_flow/conv1_{index}", name, f"{name}_bn"))
+    for flow, block, units, _, _, skip in constants.XCEPTION65_BLOCKS:
+        for unit in range(1, units + 1):
+            official, ours = (
+                f"xception_65/{flow}/block{block}/unit_{unit}/xception_module",
+                f"{flow}_block{block}_unit{unit}",
+            )
+            for index in (1, 2, 3):
+                for part in ("depthwise", "pointwise"):
+                    table.update(
+                        official_conv_names(
+                            f"{official}/separable_conv{index}_{part}",
+                            f"{ours}_sepconv{index}_{part}",
+                            f"{ours}_sepconv{index}_{part}_bn",
+                            depthwise=part == "depthwise",
+                        )
+                    )
+            if skip == "conv":
+                table.update(official_conv_names(f"{official}/shortcut", f"{ours}_shortcut", f"{ours}_shortcut_bn"))
+    return table

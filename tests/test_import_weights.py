@@ -1,0 +1,270 @@
+"""Importing published DeepLab weights: TFLite files checked against LiteRT on real photos, TF1 checkpoints,
+frozen graphs and tarballs written here with the official variable names, and the errors."""
+
+import glob
+import os
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_deeplab import cli
+from keras_deeplab.importing import WeightImportError, import_weights, read_source
+from keras_deeplab.importing.mapping import official_weight_table
+from keras_deeplab.litert import open_interpreter
+from keras_deeplab.model import build_model
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
+FLOAT_TFLITE = "deeplabv3_257_mv_gpu.tflite"  # float32, 257x257, output stride 8
+QUANT_TFLITE = "deeplabv3_mnv2_dm05_pascal_quant.tflite"  # uint8, 513x513, output stride 16
+
+
+@pytest.fixture
+def shared_weights_dir():
+    folder = os.path.join(SHARED, "weights")
+    if not os.path.isfile(os.path.join(folder, FLOAT_TFLITE)):
+        pytest.skip("../shared/weights is absent (a user's fresh clone has none): published-weight checks skipped")
+    return os.path.abspath(folder)
+
+
+def real_photos(weights_dir, data_dir):
+    """The shared VOC and ADE20K photos and the bird photo."""
+    return [
+        *sorted(glob.glob(os.path.join(data_dir, "voc2012_sample", "JPEGImages", "*.jpg"))),
+        *sorted(glob.glob(os.path.join(data_dir, "ade20k_sample", "images", "validation", "*.jpg"))),
+        os.path.join(weights_dir, "bird_segmentation.bmp"),
+    ]
+
+
+def litert_agreement(path, model, photos):
+    """Pixel agreement of the model's class map with LiteRT running the source, each photo resized to the
+    source's input size and fed as the source expects it (floats in [-1, 1], or uint8 pixels)."""
+    interpreter, _, _ = open_interpreter(path)
+    source_input, source_output = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    size = int(source_input["shape"][1])
+    agreeing = total = 0
+    for photo in photos:
+        pixels = np.asarray(Image.open(photo).convert("RGB").resize((size, size), Image.BILINEAR))
+        if source_input["dtype"] == np.uint8:  # scale 1/128, zero point 128: pixel p is (p - 128) / 128
+            interpreter.set_tensor(source_input["index"], pixels[np.newaxis])
+        else:
+            interpreter.set_tensor(source_input["index"], pixels[np.newaxis].astype(np.float32) / 127.5 - 1)
+        interpreter.invoke()
+        result = interpreter.get_tensor(source_output["index"])[0]
+        reference = result if result.ndim == 2 else result.argmax(-1)  # ArgMax output or logits
+        ours = model(pixels[np.newaxis].astype(np.float32)).numpy()[0].argmax(-1)
+        agreeing += int(np.sum(ours == reference))
+        total += reference.size
+    return agreeing / total
+
+
+@pytest.mark.parametrize(
+    ("file", "stride", "least"), [(FLOAT_TFLITE, 8, 0.995), (QUANT_TFLITE, 16, 0.97)], ids=["float32", "uint8"]
+)
+def test_published_tflite_agrees_with_litert_on_real_photos(shared_weights_dir, shared_data_dir, file, stride, least):
+    path = os.path.join(shared_weights_dir, file)
+    model = import_weights(path)
+    config = model.build_config
+    assert (config["backbone"], config["width_multiplier"], config["width_divisor"]) == ("mobilenetv2", 0.5, 1)
+    assert (config["num_classes"], config["output_stride"], config["light_aspp"], config["decoder"]) == (
+        21,
+        stride,
+        True,
+        False,
+    )
+    photos = real_photos(shared_weights_dir, shared_data_dir)
+    assert len(photos) == 7
+    agreement = litert_agreement(path, model, photos)
+    print(f"{file}: argmax agreement with LiteRT {agreement:.5f} over {len(photos)} real photos")
+    assert agreement >= least
+
+
+def test_imported_model_saves_loads_and_changes_stride(shared_weights_dir, tmp_path):
+    model = import_weights(os.path.join(shared_weights_dir, FLOAT_TFLITE))
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, 97, 65, 3)).astype(np.float32)  # any size
+    logits = model(pixels).numpy()
+    assert logits.shape == (1, 97, 65, 21)
+    model.save(tmp_path / "imported.keras")
+    loaded = keras.models.load_model(tmp_path / "imported.keras")
+    assert loaded.build_config == model.build_config
+    np.testing.assert_allclose(loaded(pixels).numpy(), logits, atol=1e-5)
+    at16 = model.with_output_stride(16)
+    assert at16(pixels).shape == (1, 97, 65, 21)
+    np.testing.assert_allclose(at16.with_output_stride(8)(pixels).numpy(), logits, atol=1e-5)
+
+
+# A small network with everything the tables cover: full ASPP, decoder, separable convs, MobileNetV2 at depth
+# multiplier 0.5 with the official widths; exported under the official names as a TF1 checkpoint would hold it.
+SMALL = {
+    "backbone": "mobilenetv2",
+    "width_multiplier": 0.5,
+    "width_divisor": 1,
+    "decoder": True,
+    "separable": True,
+    "light_aspp": False,
+    "aspp_filters": 32,
+    "num_classes": 5,
+    "output_stride": 16,
+    "align_corners": True,
+}
+
+
+def official_tensors(model):
+    """{official name: array} of `model` by the tables, batch norms with random statistics (variances as the
+    official epsilon would give the same normalisation)."""
+    table, epsilons = official_weight_table(model.build_config)
+    rng = np.random.default_rng(1)
+    tensors = {}
+    for name, (layer_name, slot) in table.items():
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:  # the table covers variants (non-separable) this model does not build
+            continue
+        variable = next(weight for weight in layer.weights if weight.name == slot)
+        if slot in ("gamma", "moving_variance"):
+            variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype(np.float32))
+        elif slot in ("beta", "moving_mean", "bias"):
+            variable.assign(rng.normal(0, 0.1, variable.shape).astype(np.float32))
+        tensors[name] = np.asarray(variable.numpy())
+        if slot == "moving_variance":
+            tensors[name] = tensors[name] + np.float32(layer.epsilon - epsilons[layer_name])
+    return tensors
+
+
+def write_checkpoint(prefix, tensors):
+    """A TF1 checkpoint of tf.compat.v1 variables named as `tensors`, with a global step and Momentum slots."""
+    with tf.Graph().as_default():
+        for name, value in tensors.items():
+            tf.compat.v1.Variable(value, name=name)
+            tf.compat.v1.Variable(np.zeros_like(value), name=f"{name}/Momentum")
+        tf.compat.v1.Variable(30000, dtype=tf.int64, name="global_step")
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            return tf.compat.v1.train.Saver().save(session, prefix)
+
+
+def write_frozen_graph(path, tensors):
+    """A GraphDef whose weights are constants named as `tensors`, beside constants that are no weights."""
+    with tf.Graph().as_default() as graph:
+        for name, value in tensors.items():
+            tf.constant(value, name=name)
+        tf.constant([513, 513], name="ResizeBilinear/size")
+        tf.constant(127.5, name="sub/y")
+    with open(path, "wb") as file:
+        file.write(graph.as_graph_def().SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_source(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("official")
+    model = build_model(**SMALL)
+    tensors = official_tensors(model)
+    pixels = np.random.default_rng(2).uniform(0, 255, (1, 67, 83, 3)).astype(np.float32)
+    return {
+        "folder": folder,
+        "tensors": tensors,
+        "config": model.build_config,
+        "pixels": pixels,
+        "logits": model(pixels).numpy(),
+        "checkpoint": write_checkpoint(str(folder / "model.ckpt-30000"), tensors),
+        "graph": write_frozen_graph(str(folder / "frozen_inference_graph.pb"), tensors),
+    }
+
+
+def test_checkpoint_and_frozen_graph_import_to_identical_logits(small_source):
+    from_checkpoint = import_weights(small_source["checkpoint"])
+    from_index = import_weights(small_source["checkpoint"] + ".index")
+    from_graph = import_weights(small_source["graph"])
+    assert from_checkpoint.build_config == small_source["config"]
+    assert from_graph.build_config == small_source["config"]
+    logits = from_checkpoint(small_source["pixels"]).numpy()
+    np.testing.assert_array_equal(from_graph(small_source["pixels"]).numpy(), logits)
+    np.testing.assert_array_equal(from_index(small_source["pixels"]).numpy(), logits)
+    np.testing.assert_allclose(logits, small_source["logits"], atol=1e-4)
+
+
+def test_tarball_holding_the_checkpoint_imports(small_source, tmp_path):
+    tarball = tmp_path / "deeplabv3_small_2018_01_01.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for path in [*glob.glob(small_source["checkpoint"] + ".*"), small_source["graph"]]:
+            archive.add(path, arcname=f"deeplabv3_small/{os.path.basename(path)}")
+    source = read_source(tarball)
+    assert "checkpoint" in source.kind
+    model = import_weights(tarball)
+    np.testing.assert_allclose(model(small_source["pixels"]).numpy(), small_source["logits"], atol=1e-4)
+
+
+def test_unmapped_tensor_is_named(small_source, tmp_path):
+    extra = {**small_source["tensors"], "MobilenetV2/expanded_conv_17/project/weights": np.ones((1, 1, 160, 8))}
+    prefix = write_checkpoint(str(tmp_path / "model.ckpt-1"), extra)
+    with pytest.raises(WeightImportError, match=r"model\.ckpt-1.*'MobilenetV2/expanded_conv_17/project/weights'"):
+        import_weights(prefix)
+
+
+def test_missing_tensor_is_named(small_source, tmp_path):
+    name = "MobilenetV2/expanded_conv_5/project/weights"
+    fewer = {key: value for key, value in small_source["tensors"].items() if key != name}
+    path = write_frozen_graph(str(tmp_path / "missing.pb"), fewer)
+    with pytest.raises(WeightImportError, match=rf"missing\.pb: no tensor '{name}'.*'block_5_project'"):
+        import_weights(path)
+
+
+def test_wrong_shape_is_named(small_source, tmp_path):
+    name = "decoder/feature_projection0/weights"
+    changed = {**small_source["tensors"], name: np.ones((1, 1, 24, 40), np.float32)}
+    path = write_frozen_graph(str(tmp_path / "shape.pb"), changed)
+    with pytest.raises(WeightImportError, match=rf"shape\.pb: tensor '{name}' has shape \(1, 1, 24, 40\)"):
+        import_weights(path)
+
+
+def test_num_classes_override_keeps_every_other_weight(small_source):
+    same = import_weights(small_source["graph"])
+    other = import_weights(small_source["graph"], num_classes=3)
+    assert other.build_config["num_classes"] == 3
+    assert other(small_source["pixels"]).shape[-1] == 3
+    compared = 0
+    for layer in same.layers:
+        if layer.weights and layer.name != "logits":
+            for ours, theirs in zip(layer.get_weights(), other.get_layer(layer.name).get_weights(), strict=True):
+                np.testing.assert_array_equal(ours, theirs)
+                compared += 1
+    assert compared == len(same.weights) - 2  # all but the logits' kernel and bias
+
+
+def test_import_weights_command(small_source, tmp_path, capsys):
+    out = tmp_path / "imported.keras"
+    assert cli.main(["import-weights", small_source["checkpoint"], "--out", str(out)]) == 0
+    assert "mobilenetv2" in capsys.readouterr().out
+    loaded = keras.models.load_model(out)
+    np.testing.assert_allclose(loaded(small_source["pixels"]).numpy(), small_source["logits"], atol=1e-4)
+
+    assert cli.main(["import-weights", str(tmp_path / "absent.tflite"), "--out", str(tmp_path / "x.keras")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "absent.tflite" in error
+    assert not os.path.exists(tmp_path / "x.keras")
+
+
+def test_xception65_checkpoint_imports_as_the_official_network(tmp_path):
+    """Xception-65 (at width 1/8 to stay small) with the official code's depthwise convs (no ReLU after them
+    outside the exit flow's last block) and its batch-norm epsilon 1e-3, through a TF1 checkpoint."""
+    config = {**SMALL, "backbone": "xception65", "width_multiplier": 0.125, "depthwise_relu": False}
+    del config["width_divisor"]
+    model = build_model(**config)
+    tensors = official_tensors(model)
+    assert "xception_65/middle_flow/block1/unit_16/xception_module/separable_conv3_pointwise/BatchNorm/beta" in tensors
+    pixels = np.random.default_rng(3).uniform(0, 255, (1, 65, 49, 3)).astype(np.float32)
+    imported = import_weights(write_checkpoint(str(tmp_path / "model.ckpt"), tensors))
+    assert imported.build_config == model.build_config
+    np.testing.assert_allclose(imported(pixels).numpy(), model(pixels).numpy(), atol=1e-4)
+
+
+def test_load_model_reads_a_published_file_through_the_import(small_source):
+    """keras_deeplab.load_model, the loader every --model goes through, takes published files too."""
+    from keras_deeplab.loading import load_model
+
+    model = load_model(small_source["checkpoint"], output_stride=16)
+    np.testing.assert_allclose(model(small_source["pixels"]).numpy(), small_source["logits"], atol=1e-4)
