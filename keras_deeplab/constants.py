@@ -112,6 +112,10 @@ DENSE_CRF_RESNET101 = {
     "bi_xy_std": 67.0,
     "bi_rgb_std": 3.0,
 }
+# The CRF's parameters are searched on a validation split, as the papers did (v1 section 4.1: w2 = 3 and
+# sigma_gamma = 3 fixed, w1, sigma_alpha and sigma_beta searched by cross-validation); this coarse grid around the
+# defaults keeps the search to 18 CRF runs per image on a CPU (`keras-deeplab evaluate --crf-search`).
+DENSE_CRF_SEARCH_GRID = {"bi_w": (3.0, 4.0, 5.0), "bi_xy_std": (30.0, 50.0, 70.0), "bi_rgb_std": (3.0, 5.0)}
 
 # Boundary accuracy ("trimap"): mIoU over the pixels within a band of this many pixels around label boundaries
 # (DeepLab v1 section 5, v3+ Fig. 5, which plot band widths from 0 to 40 pixels).

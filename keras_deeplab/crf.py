@@ -12,6 +12,8 @@ Python 3.11 and numpy 2; single-threaded C++). The defaults are the official Dee
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from keras_deeplab import constants
@@ -76,6 +78,14 @@ def dense_crf(
     return refined
 
 
+# The keyword parameters of dense_crf (what `evaluate --crf-param` and `predict --crf-param` may set).
+CRF_PARAMETERS = tuple(
+    name
+    for name, parameter in inspect.signature(dense_crf).parameters.items()
+    if parameter.kind == parameter.KEYWORD_ONLY
+)
+
+
 def _checked_inputs(image, probabilities) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(image)
     if image.dtype != np.uint8:
@@ -111,6 +121,8 @@ def _checked_inputs(image, probabilities) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _checked_count(name: str, value) -> int:
+    if isinstance(value, float) and value.is_integer():  # from a command line or a search grid
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)

@@ -18,20 +18,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from keras_deeplab.crf import dense_crf
+from keras_deeplab.descriptors import VOC
 from keras_deeplab.evaluation import evaluate_model, format_table
 from keras_deeplab.files import write_bytes, write_json
-from keras_deeplab.inference import predict_class_map
+from keras_deeplab.importing import import_weights
+from keras_deeplab.inference import class_probabilities, predict_class_map
 from keras_deeplab.loading import load_model
 from keras_deeplab.recipe import load_recipe
 from keras_deeplab.training import train
 from keras_deeplab.training.inputs import open_sources
 from pipelines.check import check_source
+from pipelines.formats import open_source
 from pipelines.synthetic import baseline_scores
 from serving.client import ServingError, predict_class_maps, request_json
 from serving.export import export_saved_model, folder_bytes
@@ -41,6 +46,11 @@ from serving.tflite import TFLiteModel, compare_with_keras, convert
 MODEL_NAME = "deeplab"
 MULTI_SCALES = (0.75, 1.0, 1.25)
 SERVER_START_TIMEOUT_S = 120.0
+PUBLISHED = resources.files("keras_deeplab").joinpath("assets", "published")
+PUBLISHED_MODEL = PUBLISHED.joinpath("deeplabv3_257_mv_gpu.tflite")
+PUBLISHED_PHOTO = PUBLISHED.joinpath("bird_segmentation.bmp")
+SHARED_VOC_SAMPLE = os.path.join("..", "shared", "data", "voc2012_sample")  # beside the project, when present
+TRIMAP_WIDTHS = (4, 8, 16, 32)
 
 
 class StageClock:
@@ -186,11 +196,50 @@ def run_demo(out_dir: str = "runs/demo", overrides: tuple[str, ...] = (), num_re
             "keras_miou": report["keras"]["miou"],
         }
 
+    with clock.stage("published weights on real photos, with the fully connected CRF"):
+        summary["published"] = segment_real_photos(os.path.join(out_dir, "published"))
+
     summary["seconds"] = clock.seconds
     summary["total_seconds"] = round(sum(clock.seconds.values()), 1)
     write_json(os.path.join(out_dir, "summary.json"), summary)
     print_summary(summary)
     return summary
+
+
+def segment_real_photos(out_dir: str, voc_sample: str = SHARED_VOC_SAMPLE) -> dict[str, Any]:
+    """Google's published MobileNetV2 DeepLabv3 (VOC, shipped in keras_deeplab/assets/published/), imported into
+    Keras, segments the shipped bird photo with and without the CRF and writes masks and overlays to `out_dir`;
+    where `voc_sample` exists (../shared's real VOC pairs), it is scored there with and without the CRF."""
+    model = import_weights(PUBLISHED_MODEL)
+    photo = np.asarray(Image.open(PUBLISHED_PHOTO).convert("RGB"))
+    probabilities = class_probabilities(lambda images: model(images, training=False), photo[np.newaxis])[0].numpy()
+    started = time.perf_counter()
+    refined = dense_crf(photo, probabilities)
+    crf_seconds = time.perf_counter() - started
+    os.makedirs(out_dir, exist_ok=True)
+    found = {}
+    for stem, scores in (("bird", probabilities), ("bird_crf", refined)):
+        class_map = scores.argmax(-1)
+        write_outputs(out_dir, f"{stem}.png", photo, class_map, VOC)
+        shares = np.bincount(class_map.ravel(), minlength=VOC.num_classes) / class_map.size
+        found[stem] = {
+            VOC.class_names[index]: round(float(shares[index]), 4) for index in np.flatnonzero(shares > 0.01)
+        }
+    changed = float(np.mean(probabilities.argmax(-1) != refined.argmax(-1)))
+    print(f"{PUBLISHED_MODEL.name} imported: {model.count_params():,} parameters, output stride 8")
+    for stem, shares in found.items():
+        print(f"{stem}: " + ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares.items()))
+    print(f"the CRF changed {100 * changed:.2f}% of the pixels in {crf_seconds:.2f} s; overlays in {out_dir}/")
+    result: dict[str, Any] = {"classes": found, "crf_changed": changed, "crf_seconds": round(crf_seconds, 2)}
+    if os.path.isdir(voc_sample):
+        source = open_source("voc", voc_sample, "trainval")
+        scores = evaluate_model(model, source, crf={}, trimap_widths=TRIMAP_WIDTHS)
+        print(f"{voc_sample} (real VOC 2012 pairs), full resolution:")
+        print(format_table(scores))
+        result["voc_sample"] = {"miou": scores["miou"], "miou_crf": scores["crf"]["miou"]}
+    else:
+        print(f"{voc_sample} is absent (a fresh clone has no ../shared): scoring on real VOC pairs skipped")
+    return result
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -207,6 +256,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"REST: {rest['equal_to_direct']}/{rest['images']} answers equal to direct prediction", file=out)
     tflite = summary["tflite_full_int8"]
     print(f"TFLite full int8: {tflite['size_mb']:.2f} MB, {100 * tflite['agreement']:.2f}% pixel agreement", file=out)
+    published = summary["published"]
+    bird = ", ".join(f"{name} {100 * share:.1f}%" for name, share in published["classes"]["bird_crf"].items())
+    print(f"Published MobileNetV2 on the bird photo, with the CRF: {bird}", file=out)
+    if "voc_sample" in published:
+        voc = published["voc_sample"]
+        print(
+            f"  on real VOC pairs: mIoU {100 * voc['miou']:.2f}%, with the CRF {100 * voc['miou_crf']:.2f}%", file=out
+        )
     for stage, seconds in summary["seconds"].items():
         print(f"  {seconds:7.1f} s  {stage}", file=out)
     print(f"  {summary['total_seconds']:7.1f} s  in all", file=out)

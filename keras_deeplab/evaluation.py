@@ -6,16 +6,21 @@ over the requested scales and horizontal flips (`inference.class_probabilities`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_deeplab.crf import dense_crf
 from keras_deeplab.inference import class_probabilities
 from keras_deeplab.loading import load_model
 from keras_deeplab.metrics import MeanIoU
 from keras_deeplab.scales import check_scales
+from keras_deeplab.trimap import TrimapMeanIoU
 from pipelines.datasets import evaluation_dataset
 from pipelines.formats import open_source
 
@@ -28,45 +33,117 @@ def evaluate_model(
     flip: bool = False,
     max_examples: int | None = None,
     progress: bool = False,
+    crf: Mapping[str, float] | None = None,
+    trimap_widths: Sequence[int] = (),
 ) -> dict[str, Any]:
     """mIoU of `model` on every example of `source` (a pipelines source), at full resolution.
 
     Returns {'miou', 'pixel_accuracy', 'per_class_iou' (None for a class absent from truth and prediction),
-    'class_names', 'examples', 'scales', 'flip', 'output_stride'}. Raises ValueError before predicting
-    anything when the source is empty or its classes differ from the model's.
+    'class_names', 'examples', 'scales', 'flip', 'output_stride'}. With `trimap_widths`, also 'trimap':
+    {width: {'miou', 'pixel_accuracy', 'per_class_iou', 'pixels'}} within that many pixels of the label
+    boundaries. With `crf` (keyword arguments of `crf.dense_crf`; {} for its defaults), the same again after the
+    fully connected CRF under 'crf', with its 'parameters' and 'seconds_per_image'. Raises ValueError before
+    predicting anything when the source is empty or its classes differ from the model's.
     """
-    num_classes = int(model.output.shape[-1])
-    if source.num_classes != num_classes:
-        raise ValueError(f"{source.name}: the dataset has {source.num_classes} classes, the model {num_classes}")
-    total = len(source) if max_examples is None else min(len(source), max_examples)
-    if total == 0:
-        raise ValueError(f"{source.name}: the dataset has no examples to evaluate")
+    num_classes = _check_source(model, source)
+    variants = ["model"] if crf is None else ["model", "crf"]
+    metrics = {variant: MeanIoU(num_classes) for variant in variants}
+    bands = {variant: TrimapMeanIoU(num_classes, trimap_widths) for variant in variants} if trimap_widths else {}
+    crf_seconds, examples = 0.0, 0
+    for image, mask, probabilities in predictions(model, source, scales, flip, max_examples, progress):
+        class_ids = {"model": probabilities.argmax(-1)}
+        if crf is not None:
+            started = time.perf_counter()
+            class_ids["crf"] = dense_crf(image, probabilities, **crf).argmax(-1)
+            crf_seconds += time.perf_counter() - started
+        for variant in variants:
+            metrics[variant].update_state(mask[None], class_ids[variant][None])
+            if bands:
+                bands[variant].update(mask, class_ids[variant])
+        examples += 1
+    results = {variant: metrics[variant].results() for variant in variants}
+    for variant in bands:
+        results[variant]["trimap"] = {width: bands[variant].results()[width] for width in bands[variant].widths}
+    if crf is not None:
+        results["crf"].update(parameters=dict(crf), seconds_per_image=crf_seconds / examples)
+    return {
+        **results["model"],
+        **({"crf": results["crf"]} if crf is not None else {}),
+        "class_names": list(source.class_names),
+        "examples": examples,
+        "scales": list(check_scales(scales)),
+        "flip": flip,
+        "output_stride": model.build_config["output_stride"],
+    }
+
+
+def crf_grid_search(
+    model: keras.Model,
+    source,
+    grid: Mapping[str, Sequence[float]],
+    *,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    max_examples: int | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """The CRF's parameters searched on a validation split, as the papers did: every combination of `grid`
+    ({dense_crf keyword: values}, the others at their defaults) scored by mIoU on `source`.
+
+    The network runs once per image (its class probabilities are kept in memory: H x W x classes floats per
+    image); the CRF runs once per image and combination. Returns [{'parameters', 'miou', 'pixel_accuracy'}],
+    best mIoU first.
+    """
+    num_classes = _check_source(model, source)
+    kept = list(predictions(model, source, scales, flip, max_examples, progress))
+    names = list(grid)
+    scored = []
+    for values in itertools.product(*(grid[name] for name in names)):
+        parameters = dict(zip(names, values, strict=True))
+        metric = MeanIoU(num_classes)
+        for image, mask, probabilities in kept:
+            metric.update_state(mask[None], dense_crf(image, probabilities, **parameters).argmax(-1)[None])
+        result = metric.results()
+        scored.append({"parameters": parameters, "miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"]})
+    return sorted(scored, key=lambda row: -row["miou"])
+
+
+def predictions(
+    model: keras.Model,
+    source,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    max_examples: int | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image uint8 (H, W, 3), mask (H, W), class probabilities float32 (H, W, C)) of each example of `source`
+    in order, at full resolution, averaged over `scales` and flips (`inference.class_probabilities`)."""
     scales = check_scales(scales)
+    total = len(source) if max_examples is None else min(len(source), max_examples)
 
     def predict_logits(images):
         return model(images, training=False)
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)], reduce_retracing=True)
-    def predict_class_ids(images):
-        probabilities = class_probabilities(predict_logits, images, scales=scales, flip=flip)
-        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    def predict_probabilities(images):
+        return class_probabilities(predict_logits, images, scales=scales, flip=flip)
 
-    metric = MeanIoU(num_classes)
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
-    examples = 0
-    for image, mask, _ in evaluation_dataset(source).take(total):
-        metric.update_state(mask, predict_class_ids(image))
-        examples += 1
+    for index, (image, mask, _) in enumerate(evaluation_dataset(source).take(total), start=1):
+        probabilities = predict_probabilities(image)[0].numpy()
+        yield image[0].numpy().astype(np.uint8), mask[0].numpy(), probabilities
         if bar is not None:
-            bar.update(examples)
-    return {
-        **metric.results(),
-        "class_names": list(source.class_names),
-        "examples": examples,
-        "scales": list(scales),
-        "flip": flip,
-        "output_stride": model.build_config["output_stride"],
-    }
+            bar.update(index)
+
+
+def _check_source(model: keras.Model, source) -> int:
+    """The model's number of classes, after checking that `source` has examples and the same classes."""
+    num_classes = int(model.output.shape[-1])
+    if source.num_classes != num_classes:
+        raise ValueError(f"{source.name}: the dataset has {source.num_classes} classes, the model {num_classes}")
+    if len(source) == 0:
+        raise ValueError(f"{source.name}: the dataset has no examples to evaluate")
+    return num_classes
 
 
 def evaluate(
@@ -80,25 +157,48 @@ def evaluate(
     flip: bool = False,
     max_examples: int | None = None,
     progress: bool = False,
+    crf: Mapping[str, float] | None = None,
+    trimap_widths: Sequence[int] = (),
     **source_options: Any,
 ) -> dict[str, Any]:
-    """Open the split, load the model (a .keras file or a run folder, `load_model`), and `evaluate_model`."""
+    """Open the split, load the model (`load_model`: a .keras file, a run folder or a published file), and
+    `evaluate_model`."""
     source = open_source(format, root, split, **source_options)
     model = load_model(model_path, output_stride)
-    return evaluate_model(model, source, scales=scales, flip=flip, max_examples=max_examples, progress=progress)
+    return evaluate_model(
+        model,
+        source,
+        scales=scales,
+        flip=flip,
+        max_examples=max_examples,
+        progress=progress,
+        crf=crf,
+        trimap_widths=trimap_widths,
+    )
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The per-class IoU table, then mIoU and pixel accuracy, as printed by `keras-deeplab evaluate`."""
-    width = max(len(name) for name in results["class_names"])
-    lines = [f"{'class':<{width}}  IoU"]
-    for name, iou in zip(results["class_names"], results["per_class_iou"], strict=True):
-        lines.append(f"{name:<{width}}  {'-' if iou is None else f'{100 * iou:.2f}'}")
-    lines.append(f"{'mIoU':<{width}}  {100 * results['miou']:.2f}")
-    lines.append(f"{'pixel accuracy':<{width}}  {100 * results['pixel_accuracy']:.2f}")
+    """The per-class IoU table (and the same after the CRF), then mIoU, pixel accuracy and the trimap bands, as
+    printed by `keras-deeplab evaluate`."""
+    columns = [("IoU", results)] + ([("IoU+CRF", results["crf"])] if "crf" in results else [])
+    width = max(len(name) for name in [*results["class_names"], "mIoU within 32 px"])
+    lines = [f"{'class':<{width}}" + "".join(f"  {title:>7}" for title, _ in columns)]
+
+    def row(label: str, values: list[float | None]) -> str:
+        return f"{label:<{width}}" + "".join("        -" if v is None else f"  {100 * v:7.2f}" for v in values)
+
+    for index, name in enumerate(results["class_names"]):
+        lines.append(row(name, [column["per_class_iou"][index] for _, column in columns]))
+    lines.append(row("mIoU", [column["miou"] for _, column in columns]))
+    lines.append(row("pixel accuracy", [column["pixel_accuracy"] for _, column in columns]))
+    for band in results.get("trimap", {}):
+        lines.append(row(f"mIoU within {band} px", [column["trimap"][band]["miou"] for _, column in columns]))
     scales = ",".join(f"{scale:g}" for scale in results["scales"])
     lines.append(
         f"{results['examples']} images, output stride {results['output_stride']}, scales {scales}"
         f"{', flipped too' if results['flip'] else ''}"
     )
+    if "crf" in results:
+        parameters = ", ".join(f"{key} {value:g}" for key, value in results["crf"]["parameters"].items()) or "defaults"
+        lines.append(f"CRF ({parameters}): {results['crf']['seconds_per_image']:.2f} s per image")
     return "\n".join(lines)

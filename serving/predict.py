@@ -8,13 +8,14 @@ them (`tf.io.decode_image`, RGB), so `predict`, `serve` and TF Serving see the s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import descriptor_for_num_classes
 from keras_deeplab.inference import PredictLogits, class_probabilities
 from keras_deeplab.loading import is_run_folder, load_model
@@ -116,10 +117,12 @@ def predict_files(
     out_dir: str | os.PathLike,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    crf: Mapping[str, float] | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Predict each image (class probabilities averaged over `scales` and flips), write its two files, and
     yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the colours of the dataset that
-    the model's number of classes names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K, else VOC)."""
+    the model's number of classes names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K, else VOC).
+    `crf`: refine the probabilities with the fully connected CRF (`crf.dense_crf` keywords; {} for its defaults)."""
     if predictor.fixed_input_size is not None and tuple(scales) != (1.0,):
         raise ValueError(
             f"{predictor.description} has one input size, so --scales cannot change what it sees; "
@@ -128,6 +131,8 @@ def predict_files(
     os.makedirs(out_dir, exist_ok=True)
     for image_path in image_paths:
         image, _ = read_image(image_path)
-        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0]
-        class_map = tf.argmax(probabilities, axis=-1, output_type=tf.int32).numpy()
+        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0].numpy()
+        if crf is not None:
+            probabilities = dense_crf(image, probabilities, **crf)
+        class_map = probabilities.argmax(-1)
         yield write_outputs(out_dir, image_path, image, class_map, descriptor_for_num_classes(probabilities.shape[-1]))

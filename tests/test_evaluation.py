@@ -7,9 +7,12 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab import MeanIoU, build_model, cli
+from keras_deeplab.confusion import confusion_matrix, scores
+from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import make_descriptor
-from keras_deeplab.evaluation import evaluate_model, format_table
+from keras_deeplab.evaluation import crf_grid_search, evaluate_model, format_table, predictions
 from keras_deeplab.inference import class_probabilities
+from keras_deeplab.trimap import band_mask
 from pipelines import ArraySource, synthetic_source
 
 NUM_CLASSES = 5
@@ -67,10 +70,71 @@ def test_evaluate_command_prints_json_with_the_issue_keys(model, tmp_path, capsy
     assert cli.main(argv) == 0
     results = json.loads(capsys.readouterr().out)
     assert {"miou", "pixel_accuracy", "per_class_iou"} <= set(results)
-    assert len(results["per_class_iou"]) == NUM_CLASSES and 0.0 <= results["miou"] <= 1.0
+    expected = evaluate_model(
+        model.with_output_stride(8), synthetic_source("val"), scales=(0.5, 1.0), flip=True, max_examples=2
+    )
+    assert len(results["per_class_iou"]) == NUM_CLASSES
+    assert results["miou"] == pytest.approx(expected["miou"], abs=1e-6)
+    assert results["per_class_iou"] == pytest.approx(expected["per_class_iou"], abs=1e-6)
     assert (results["examples"], results["output_stride"], results["scales"], results["flip"]) == (
         2,
         8,
         [0.5, 1.0],
         True,
     )
+
+
+def blocky_source():
+    """One 45x67 photo of three flat regions: a mask whose boundaries are few, so trimap bands differ by width."""
+    rng = np.random.default_rng(1)
+    mask = np.zeros((45, 67), np.uint8)
+    mask[:, 30:] = 1
+    mask[20:, 50:] = 2
+    mask[:, 29] = 255
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [0, 0, 0]], np.int16)
+    image = colours[np.minimum(mask, 3)] + rng.integers(-20, 20, (45, 67, 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    return ArraySource("blocky", image[None], mask[None], ["blocky"], descriptor=make_descriptor("b", list("abcde")))
+
+
+def test_crf_and_trimap_scores_equal_a_hand_computation(model):
+    source = blocky_source()
+    results = evaluate_model(model, source, crf={"iterations": 3}, trimap_widths=(2, 5))
+    ((image, mask, probabilities),) = list(predictions(model, source))
+    assert image.dtype == np.uint8 and image.shape == (45, 67, 3) and probabilities.shape == (45, 67, NUM_CLASSES)
+    refined = dense_crf(image, probabilities, iterations=3).argmax(-1)
+    by_hand = scores(confusion_matrix(mask, refined, NUM_CLASSES))
+    assert results["crf"]["miou"] == pytest.approx(by_hand["miou"], abs=1e-9)
+    assert results["crf"]["parameters"] == {"iterations": 3} and results["crf"]["seconds_per_image"] > 0
+    for width in (2, 5):
+        band = band_mask(mask, width)
+        for scored, class_map in ((results, probabilities.argmax(-1)), (results["crf"], refined)):
+            in_band = scores(confusion_matrix(mask[band], class_map[band], NUM_CLASSES))
+            assert scored["trimap"][width]["miou"] == pytest.approx(in_band["miou"], abs=1e-9)
+    assert results["trimap"][2]["pixels"] < results["trimap"][5]["pixels"] < np.sum(mask != 255)
+    table = format_table(results)
+    assert "IoU+CRF" in table.splitlines()[0] and "mIoU within 5 px" in table and "CRF (iterations 3)" in table
+
+
+def test_crf_grid_search_scores_every_combination_best_first(model):
+    source = odd_sized_source(count=1)
+    grid = {"bi_w": (0.0, 4.0), "iterations": (1.0, 3.0)}
+    scored = crf_grid_search(model, source, grid)
+    assert len(scored) == 4 and [row["miou"] for row in scored] == sorted((row["miou"] for row in scored), reverse=True)
+    for row in scored:
+        alone = evaluate_model(model, source, crf=row["parameters"])["crf"]["miou"]
+        assert row["miou"] == pytest.approx(alone, abs=1e-9)
+
+
+def test_evaluate_command_with_crf_and_trimap(model, tmp_path, capsys):
+    model.save(tmp_path / "model.keras")
+    argv = ["evaluate", "--model", str(tmp_path / "model.keras"), "--format", "synthetic", "--split", "val"]
+    argv += ["--max-examples", "1", "--crf", "--crf-param", "iterations=2", "--trimap", "4,8", "--json"]
+    assert cli.main(argv) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert set(results["trimap"]) == {"4", "8"} and set(results["crf"]["trimap"]) == {"4", "8"}
+    assert results["crf"]["parameters"] == {"iterations": 2.0}
+    with pytest.raises(SystemExit) as usage_error:  # not a CRF parameter: argparse's usage error
+        cli.main([*argv[:9], "--crf-param", "sigma=3"])
+    assert usage_error.value.code == 2
+    assert "NAME one of iterations, bi_w" in capsys.readouterr().err

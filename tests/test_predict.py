@@ -7,8 +7,9 @@ from PIL import Image
 from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map, random_image
 
 from keras_deeplab.cli import main
+from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import VOC_COLORMAP
-from keras_deeplab.inference import predict_class_map
+from keras_deeplab.inference import class_probabilities, predict_class_map
 from keras_deeplab.loading import load_model
 from serving.predict import load_predictor, predict_files
 
@@ -116,3 +117,14 @@ def test_tflite_refuses_scales_and_bad_inputs_are_named(tmp_path, tmp_path_facto
     garbage.write_bytes(b"not a flatbuffer")
     assert main(["predict", photos[0], "--model", str(garbage), "--out", str(tmp_path / "o")]) == 1
     assert "not a readable TFLite model" in capsys.readouterr().err
+
+
+def test_crf_refines_the_probabilities_before_the_argmax(tmp_path, tmp_path_factory, photos):
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    model = load_model(keras_path)
+    argv = ["predict", photos[0], "--model", keras_path, "--out", str(tmp_path / "crf")]
+    assert main([*argv, "--crf", "--crf-param", "iterations=2"]) == 0
+    image = random_image(*ODD_SIZES[0], seed=0)
+    probabilities = class_probabilities(model, tf.constant(image[None], tf.float32))[0].numpy()
+    expected = dense_crf(image, probabilities, iterations=2).argmax(-1)
+    np.testing.assert_array_equal(_mask(tmp_path / "crf" / "photo0.png"), expected)

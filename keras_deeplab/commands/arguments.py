@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from keras_deeplab.crf import CRF_PARAMETERS
 from keras_deeplab.scales import parse_scales
 
 
@@ -35,3 +36,25 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
     return value
+
+
+def crf_parameter(text: str) -> tuple[str, float]:
+    """`--crf-param bi_w=5`: one keyword of `crf.dense_crf` and its value."""
+    name, _, value = text.partition("=")
+    if name not in CRF_PARAMETERS:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE with NAME one of {', '.join(CRF_PARAMETERS)}, got {text!r}"
+        )
+    try:
+        return name, float(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{name}: expected a number, got {value!r}") from error
+
+
+def crf_grid(text: str) -> tuple[str, tuple[float, ...]]:
+    """`--crf-grid bi_w=3,4,5`: one keyword of `crf.dense_crf` and the values to try."""
+    name, _, values = text.partition("=")
+    parsed = [crf_parameter(f"{name}={value}")[1] for value in values.split(",") if value.strip()]
+    if not parsed:
+        raise argparse.ArgumentTypeError(f"{name}: expected comma-separated values, got {text!r}")
+    return name, tuple(parsed)

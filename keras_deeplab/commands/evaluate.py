@@ -1,4 +1,5 @@
-"""`keras-deeplab evaluate`: full-resolution mIoU of a trained model on a dataset split."""
+"""`keras-deeplab evaluate`: full-resolution mIoU of a trained model on a dataset split, optionally after the
+fully connected CRF, within trimap bands, or searching the CRF's parameters."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import argparse
 import json
 
 from keras_deeplab import constants
-from keras_deeplab.commands.arguments import positive_int, scales
+from keras_deeplab.commands.arguments import crf_grid, crf_parameter, positive_int, scales
+from keras_deeplab.crf import CRF_PARAMETERS
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    """`--trimap 4,8,16,32`: band widths in pixels."""
+    return tuple(positive_int(value) for value in text.split(",") if value.strip())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="mIoU of a trained model on a dataset split, full resolution")
-    parser.add_argument("--model", required=True, help="a .keras model file or a training run folder")
+    parser.add_argument("--model", required=True, help="a .keras file, a training run folder or a published file")
     parser.add_argument("--format", required=True, help="dataset format, e.g. voc, cityscapes, ade20k, synthetic")
     parser.add_argument("--root", default=None, help="dataset folder (not needed for synthetic)")
     parser.add_argument("--split", default="val")
@@ -19,13 +26,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="average with the left-right flipped image")
     parser.add_argument("--max-examples", type=positive_int, default=None, help="only the first N examples")
+    parser.add_argument("--crf", action="store_true", help="also score after the fully connected CRF")
+    parser.add_argument(
+        "--crf-param",
+        type=crf_parameter,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"a CRF parameter other than its default ({', '.join(CRF_PARAMETERS)})",
+    )
+    parser.add_argument(
+        "--crf-search",
+        action="store_true",
+        help=f"search the CRF's parameters on this split (default grid {constants.DENSE_CRF_SEARCH_GRID})",
+    )
+    parser.add_argument(
+        "--crf-grid", type=crf_grid, action="append", default=[], metavar="NAME=V1,V2", help="the search's grid"
+    )
+    parser.add_argument("--trimap", type=_widths, default=(), metavar="W1,W2", help="mIoU within N px of boundaries")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_deeplab.evaluation import evaluate, format_table
+    from keras_deeplab.evaluation import crf_grid_search, evaluate, format_table
+    from keras_deeplab.loading import load_model
+    from pipelines.formats import open_source
 
+    if args.crf_search or args.crf_grid:
+        grid = dict(args.crf_grid) or constants.DENSE_CRF_SEARCH_GRID
+        model = load_model(args.model, args.output_stride)
+        source = open_source(args.format, args.root, args.split)
+        scored = crf_grid_search(
+            model,
+            source,
+            grid,
+            scales=args.scales,
+            flip=args.flip,
+            max_examples=args.max_examples,
+            progress=not args.json,
+        )
+        if args.json:
+            print(json.dumps(scored))
+        for row in [] if args.json else scored:
+            parameters = ", ".join(f"{key} {value:g}" for key, value in row["parameters"].items())
+            print(f"mIoU {100 * row['miou']:.2f}  pixel accuracy {100 * row['pixel_accuracy']:.2f}  {parameters}")
+        return 0
     results = evaluate(
         args.model,
         args.format,
@@ -36,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         flip=args.flip,
         max_examples=args.max_examples,
         progress=not args.json,
+        crf=dict(args.crf_param) if args.crf or args.crf_param else None,
+        trimap_widths=args.trimap,
     )
     print(json.dumps(results) if args.json else format_table(results))
     return 0

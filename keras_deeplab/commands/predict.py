@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from keras_deeplab import constants
-from keras_deeplab.commands.arguments import number_pair, scales
+from keras_deeplab.commands.arguments import crf_parameter, number_pair, scales
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flip", action="store_true", help="also predict the left-right mirrored image")
     parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="Keras models only")
     parser.add_argument("--input-range", type=number_pair, help=".tflite only: pixel range it takes, e.g. -1,1")
+    parser.add_argument("--crf", action="store_true", help="refine with the fully connected CRF (DeepLab v1/v2)")
+    parser.add_argument(
+        "--crf-param", type=crf_parameter, action="append", default=[], metavar="NAME=VALUE", help="a CRF parameter"
+    )
     parser.set_defaults(run=run)
 
 
@@ -27,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.model, output_stride=args.output_stride, input_range=args.input_range)
     print(f"predicting with {predictor.description}")
-    written = predict_files(args.images, predictor, args.out, args.scales, args.flip)
+    crf = dict(args.crf_param) if args.crf or args.crf_param else None
+    written = predict_files(args.images, predictor, args.out, args.scales, args.flip, crf)
     for image_path, (mask_path, overlay_path) in zip(args.images, written, strict=True):
         print(f"{image_path}: {mask_path}, {overlay_path}")
     return 0
