@@ -95,12 +95,14 @@ MOBILENETV2_UNUSED_WEIGHT_LAYERS = ("Conv_1", "Conv_1_bn")  # the no-top file's 
 # github.com/talent518/deeplab-public-ver2 @0d878f3 and github.com/yangyi02/segmentation_attention @215968b):
 # MAX_ITER=10, Bi_W=4, Bi_X_STD=Bi_Y_STD=49, Bi_R_STD=Bi_G_STD=Bi_B_STD=5, POS_W=3, POS_X_STD=POS_Y_STD=3, the
 # VOC 2012 values for its VGG-16 model. Stds are in pixels and in 0-255 intensity levels.
-DENSE_CRF_ITERATIONS = 10
-DENSE_CRF_BI_W = 4.0  # weight of the appearance kernel (position + RGB)
-DENSE_CRF_BI_XY_STD = 49.0
-DENSE_CRF_BI_RGB_STD = 5.0
-DENSE_CRF_POS_W = 3.0  # weight of the smoothness kernel (position only)
-DENSE_CRF_POS_XY_STD = 3.0
+DENSE_CRF = {
+    "iterations": 10,
+    "bi_w": 4.0,  # weight of the appearance kernel (position + RGB)
+    "bi_xy_std": 49.0,
+    "bi_rgb_std": 5.0,
+    "pos_w": 3.0,  # weight of the smoothness kernel (position only)
+    "pos_xy_std": 3.0,
+}
 # The DeepLab v2 ResNet-101 release's values (its test.prototxt DenseCRF layer: max_iter 10, pos_w 3,
 # pos_xy_std 1, bi_w 4, bi_xy_std 67, bi_rgb_std 3), known only second-hand here: that file is not in any
 # source this project could read; repeated e.g. by github.com/kazuto1011/deeplab-pytorch configs/voc12.yaml.

@@ -7,12 +7,10 @@ position only (`pos_*`), which removes isolated pixels. The unary energy is -log
 
 The filtering runs on the permutohedral lattice of `pydensecrf` (the `pydensecrf2` distribution, which builds on
 Python 3.11 and numpy 2; single-threaded C++). The defaults are the official DeepLab v2 code's VOC values,
-`exper/run_densecrf.sh` of deeplab-public-ver2 (see `constants.DENSE_CRF_*`).
+`exper/run_densecrf.sh` of deeplab-public-ver2 (see `constants.DENSE_CRF`).
 """
 
 from __future__ import annotations
-
-import inspect
 
 import numpy as np
 
@@ -29,12 +27,12 @@ def dense_crf(
     image,
     probabilities,
     *,
-    iterations: int = constants.DENSE_CRF_ITERATIONS,
-    bi_w: float = constants.DENSE_CRF_BI_W,
-    bi_xy_std: float = constants.DENSE_CRF_BI_XY_STD,
-    bi_rgb_std: float = constants.DENSE_CRF_BI_RGB_STD,
-    pos_w: float = constants.DENSE_CRF_POS_W,
-    pos_xy_std: float = constants.DENSE_CRF_POS_XY_STD,
+    iterations: int = constants.DENSE_CRF["iterations"],
+    bi_w: float = constants.DENSE_CRF["bi_w"],
+    bi_xy_std: float = constants.DENSE_CRF["bi_xy_std"],
+    bi_rgb_std: float = constants.DENSE_CRF["bi_rgb_std"],
+    pos_w: float = constants.DENSE_CRF["pos_w"],
+    pos_xy_std: float = constants.DENSE_CRF["pos_xy_std"],
 ) -> np.ndarray:
     """Refine class probabilities with `iterations` steps of fully connected CRF mean-field inference.
 
@@ -44,7 +42,7 @@ def dense_crf(
     iterations: mean-field steps (0 returns the input, renormalised).
     bi_w, bi_xy_std, bi_rgb_std: weight, position std (pixels) and colour std (0-255 levels) of the appearance
         kernel; pos_w, pos_xy_std: weight and position std of the smoothness kernel. Names as in DeepLab's
-        DenseCRF layer (`dense_crf_param`); defaults `constants.DENSE_CRF_*`.
+        DenseCRF layer (`dense_crf_param`); defaults `constants.DENSE_CRF`.
 
     Returns float32 (H, W, C) probabilities, each pixel's summing to 1. Raises ValueError naming the argument
     when an input has the wrong type, shape or values, ImportError when pydensecrf is not installed.
@@ -76,14 +74,6 @@ def dense_crf(
     refined = np.ascontiguousarray(refined)
     refined /= refined.sum(axis=-1, keepdims=True)
     return refined
-
-
-# The keyword parameters of dense_crf (what `evaluate --crf-param` and `predict --crf-param` may set).
-CRF_PARAMETERS = tuple(
-    name
-    for name, parameter in inspect.signature(dense_crf).parameters.items()
-    if parameter.kind == parameter.KEYWORD_ONLY
-)
 
 
 def _checked_inputs(image, probabilities) -> tuple[np.ndarray, np.ndarray]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from keras_deeplab.constants import IGNORE_LABEL
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Color = tuple[int, int, int]
 
@@ -118,6 +120,8 @@ class DatasetDescriptor:
     def colormap(self) -> np.ndarray:
         """uint8 (256, 3): what each mask value shows. The class colours, the ignore colour at the ignore label,
         and the VOC colour map for the values that are neither (so a stray id still gets a colour)."""
+        import numpy as np  # here, not at the top: the command line reads descriptors without loading NumPy
+
         colors = np.asarray(VOC_COLORMAP, np.uint8)
         colors[: self.num_classes] = self.palette
         colors[self.ignore_label] = self.ignore_color

@@ -1,5 +1,7 @@
 """The fully connected CRF: it recovers shapes from a noisy or misplaced unary, and it checks its inputs."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -66,14 +68,16 @@ def test_zero_iterations_return_the_input():
 
 def test_defaults_are_the_official_deeplab_v2_values():
     # exper/run_densecrf.sh of deeplab-public-ver2: MAX_ITER=10, Bi_W=4, Bi_X_STD=49, Bi_R_STD=5, POS_W=3, POS_X_STD=3.
-    assert (
-        constants.DENSE_CRF_ITERATIONS,
-        constants.DENSE_CRF_BI_W,
-        constants.DENSE_CRF_BI_XY_STD,
-        constants.DENSE_CRF_BI_RGB_STD,
-        constants.DENSE_CRF_POS_W,
-        constants.DENSE_CRF_POS_XY_STD,
-    ) == (10, 4, 49, 5, 3, 3)
+    assert constants.DENSE_CRF == {
+        "iterations": 10,
+        "bi_w": 4,
+        "bi_xy_std": 49,
+        "bi_rgb_std": 5,
+        "pos_w": 3,
+        "pos_xy_std": 3,
+    }
+    defaults = inspect.signature(dense_crf).parameters
+    assert {name: defaults[name].default for name in constants.DENSE_CRF} == constants.DENSE_CRF
 
 
 def _good():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_deeplab.crf import CRF_PARAMETERS
+from keras_deeplab import constants
 from keras_deeplab.scales import parse_scales
 
 
@@ -41,9 +41,9 @@ def positive_int(text: str) -> int:
 def crf_parameter(text: str) -> tuple[str, float]:
     """`--crf-param bi_w=5`: one keyword of `crf.dense_crf` and its value."""
     name, _, value = text.partition("=")
-    if name not in CRF_PARAMETERS:
+    if name not in constants.DENSE_CRF:
         raise argparse.ArgumentTypeError(
-            f"expected NAME=VALUE with NAME one of {', '.join(CRF_PARAMETERS)}, got {text!r}"
+            f"expected NAME=VALUE with NAME one of {', '.join(constants.DENSE_CRF)}, got {text!r}"
         )
     try:
         return name, float(value)

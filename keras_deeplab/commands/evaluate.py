@@ -8,7 +8,6 @@ import json
 
 from keras_deeplab import constants
 from keras_deeplab.commands.arguments import crf_grid, crf_parameter, positive_int, scales
-from keras_deeplab.crf import CRF_PARAMETERS
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -33,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help=f"a CRF parameter other than its default ({', '.join(CRF_PARAMETERS)})",
+        help=f"a CRF parameter other than its default ({', '.join(constants.DENSE_CRF)})",
     )
     parser.add_argument(
         "--crf-search",
