@@ -82,8 +82,8 @@ def read_image_header(data: bytes, max_pixels: int | None = None) -> ImageHeader
     return header._replace(orientation=_exif_orientation(data))
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the first start-of-frame segment of a JPEG."""
+def _jpeg_segments(data: bytes):
+    """(marker, payload start, payload end) of each JPEG header segment, up to the start of scan."""
     index = 2
     while index + 4 <= len(data):
         if data[index] != 0xFF:
@@ -95,21 +95,50 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
             index += 2
             continue
+        if marker == 0xDA:  # start of scan: the header is over
+            return
+        end = index + 2 + struct.unpack(">H", data[index + 2 : index + 4])[0]
+        yield marker, index + 4, end
+        index = end
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the first start-of-frame segment of a JPEG."""
+    for marker, start, _ in _jpeg_segments(data):
         if marker in _JPEG_SIZE_MARKERS:
-            height, width = struct.unpack(">HH", data[index + 5 : index + 9])
+            height, width = struct.unpack(">HH", data[start + 1 : start + 5])
             return width, height
-        if marker == 0xDA:  # start of scan before any frame header
-            break
-        index += 2 + struct.unpack(">H", data[index + 2 : index + 4])[0]
     raise ValueError("JPEG without a frame header (SOF) giving its size")
 
 
+def _exif_block(data: bytes) -> bytes | None:
+    """The EXIF block ("Exif\\0\\0" + TIFF data) of a JPEG (APP1 segment) or PNG (eXIf chunk), found by walking the
+    headers: nothing is decoded (PIL's PNG getexif() would decode the whole image to look for it)."""
+    if data.startswith(b"\xff\xd8"):
+        for marker, start, end in _jpeg_segments(data):
+            if marker == 0xE1 and data[start : start + 6] == b"Exif\x00\x00":
+                return data[start:end]
+    elif data.startswith(b"\x89PNG"):
+        index = 8
+        while index + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[index : index + 8])
+            if kind == b"eXIf":
+                return b"Exif\x00\x00" + data[index + 8 : index + 8 + length]
+            if kind == b"IEND":
+                break
+            index += 12 + length
+    return None
+
+
 def _exif_orientation(data: bytes) -> int:
-    """The EXIF orientation tag (1..8) of a JPEG or PNG; 1 when absent or unreadable. Called after the size
-    check, so PIL's lazy open (headers only) never meets a decompression bomb."""
+    """The EXIF orientation tag (1..8) of a JPEG or PNG; 1 when absent or unreadable."""
     try:
-        with Image.open(io.BytesIO(data), formats=ACCEPTED_IMAGE_FORMATS) as picture:
-            orientation = int(picture.getexif().get(ORIENTATION_TAG, 1))
+        block = _exif_block(data)
+        if block is None:
+            return 1
+        exif = Image.Exif()
+        exif.load(block)
+        orientation = int(exif.get(ORIENTATION_TAG, 1))
     except Exception:  # a damaged EXIF block is no reason to refuse the photo: its decoder decides
         return 1
     return orientation if 1 <= orientation <= 8 else 1

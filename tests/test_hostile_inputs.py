@@ -26,11 +26,11 @@ def encoded(image: np.ndarray, format: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def with_orientation(image: np.ndarray, orientation: int) -> bytes:
-    """A JPEG of `image` as stored, whose EXIF says to show it turned by `orientation`."""
+def with_orientation(image: np.ndarray, orientation: int, format: str = "JPEG") -> bytes:
+    """A JPEG (or PNG) of `image` as stored, whose EXIF says to show it turned by `orientation`."""
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return encoded(image, "JPEG", quality=95, exif=exif.tobytes())
+    return encoded(image, format, exif=exif.tobytes())
 
 
 @pytest.mark.parametrize("format", ["JPEG", "PNG", "GIF", "BMP"])
@@ -68,16 +68,28 @@ def test_formats_whose_size_is_not_read_first_are_refused_naming_the_accepted_on
         read_image_header(data)
 
 
-def test_orientation_matches_pil_exif_transpose():
+@pytest.mark.parametrize("format", ["JPEG", "PNG"])
+def test_orientation_matches_pil_exif_transpose(format):
     image = photo(20, 30, 1)
     for orientation in range(1, 9):
-        data = with_orientation(image, orientation)
+        data = with_orientation(image, orientation, format)
         header = read_image_header(data)
         assert header.orientation == orientation
         stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
         np.testing.assert_array_equal(apply_orientation(stored, orientation), expected)
         assert header.displayed_size == expected.shape[1::-1]
+
+
+def test_png_orientation_is_read_without_decoding_the_pixels():
+    """PIL's PNG getexif() decodes the whole image to look for the eXIf chunk: a 4096x4096 bomb per call. The
+    chunk walk reads it even when the pixel data after it is garbage."""
+    data = with_orientation(photo(20, 30, 1), 6, "PNG")
+    idat = data.index(b"IDAT")
+    damaged = data[: idat + 4] + b"\x00" * 64 + data[idat + 68 :]
+    assert read_image_header(damaged).orientation == 6
+    with pytest.raises(OSError):
+        Image.open(io.BytesIO(damaged)).load()
 
 
 def _folder_with(tmp_path, image_name: bytes, data: bytes, mask: np.ndarray):
