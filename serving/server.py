@@ -27,6 +27,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -425,7 +426,25 @@ def make_http_server(
                 self.close_connection = True
                 self._answer(413, {"error": f"request body of {length} bytes is over the limit of {max_body_bytes}"})
             else:
-                self._answer(*api.handle("POST", self.path, self.rfile.read(int(length))))
+                body = self._read_body(int(length))
+                if body is not None:
+                    self._answer(*api.handle("POST", self.path, body))
+
+        def _read_body(self, length: int) -> bytes | None:
+            """The body, or None (answered 408, or the client went away) when it does not arrive whole within
+            `timeout_s`: a client trickling bytes holds a thread for that long at most."""
+            deadline = time.monotonic() + timeout_s
+            chunks, remaining = [], length
+            while remaining:
+                chunk = self.rfile.read1(min(remaining, 2**16)) if time.monotonic() < deadline else None
+                if not chunk:
+                    self.close_connection = True
+                    if chunk is None:
+                        self._answer(408, {"error": f"the request body did not arrive within {timeout_s:g} s"})
+                    return None
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
 
         def _refuse_method(self) -> None:
             self.close_connection = True

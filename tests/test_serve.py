@@ -5,6 +5,7 @@ import io
 import json
 import queue
 import re
+import select
 import socket
 import struct
 import subprocess
@@ -23,7 +24,7 @@ from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map
 from keras_deeplab.cli import main
 from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
-from serving.server import _outputs_to_json
+from serving.server import _outputs_to_json, make_http_server
 
 MAX_PIXELS = 60 * 60
 MAX_REQUEST_PIXELS = 3 * 50 * 50
@@ -323,3 +324,31 @@ def test_client_refuses_an_image_over_its_pixel_limit_before_decoding(served, tm
     huge.write_bytes(png[:16] + struct.pack(">II", 12000, 12000) + png[24:])
     assert main(["client", str(huge), "--url", url, "--out", str(tmp_path / "out")]) == 1
     assert "bomb.png: image of 12000x12000 = 144000000 pixels is over the limit of 16777216" in capsys.readouterr().err
+
+
+def test_a_client_trickling_its_body_is_cut_off_after_the_timeout():
+    class Echo:
+        def handle(self, method, path, body):
+            return 200, {"bytes": len(body)}
+
+    server = make_http_server(Echo(), "127.0.0.1", 0, access_log=False, timeout_s=1.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as connection:
+            connection.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            started, answer = time.monotonic(), b""
+            for _ in range(50):  # a byte every 0.1 s until the server answers
+                connection.sendall(b" ")
+                if select.select([connection], [], [], 0.1)[0]:
+                    answer = connection.recv(65536)
+                    break
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer
+        assert time.monotonic() - started < 3
+        assert _raw_exchange(f"http://{host}:{port}", b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n123") == (
+            200,
+            {"bytes": 3},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
