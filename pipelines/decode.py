@@ -32,6 +32,10 @@ ORIENTATION_TAG = 0x0112  # EXIF orientation: 1 upright; 2..8 mirrored and/or tu
 _JPEG_SIZE_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 (not DHT, JPG, DAC)
 
 
+class PixelLimitError(ValueError):
+    """An image whose header gives more pixels than the limit."""
+
+
 class ImageHeader(NamedTuple):
     """What an encoded image's header says: format (one of ACCEPTED_IMAGE_FORMATS), stored size, EXIF orientation."""
 
@@ -53,8 +57,9 @@ class ImageHeader(NamedTuple):
 def read_image_header(data: bytes, max_pixels: int | None = None) -> ImageHeader:
     """Format, size and EXIF orientation of encoded image bytes, read from the header without decoding pixels.
 
-    ValueError (no file name: callers add theirs) for a format other than ACCEPTED_IMAGE_FORMATS, a header cut
-    short, or an image over `max_pixels` (height x width). The one size check of the server, `predict`, `client`.
+    ValueError (no file name: callers add theirs) for a format other than ACCEPTED_IMAGE_FORMATS or a header cut
+    short; PixelLimitError (a ValueError) for an image over `max_pixels` (height x width). The one size check
+    of the server, `predict` and `client`.
     """
     accepted = ", ".join(ACCEPTED_IMAGE_FORMATS)
     if not data:
@@ -72,11 +77,11 @@ def read_image_header(data: bytes, max_pixels: int | None = None) -> ImageHeader
         else:
             raise ValueError(f"not a {accepted} image (the accepted formats, whose size is read before decoding)")
     except struct.error as error:
-        raise ValueError(f"the image header is cut short ({error})") from error
+        raise ValueError(f"not a readable image: its header is cut short ({error})") from error
     if header.width <= 0 or header.height <= 0:
         raise ValueError(f"{header.format} header gives an empty size {header.width}x{header.height}")
     if max_pixels is not None and header.pixels > max_pixels:
-        raise ValueError(
+        raise PixelLimitError(
             f"image of {header.width}x{header.height} = {header.pixels} pixels is over the limit of {max_pixels}"
         )
     return header._replace(orientation=_exif_orientation(data))
@@ -87,7 +92,7 @@ def _jpeg_segments(data: bytes):
     index = 2
     while index + 4 <= len(data):
         if data[index] != 0xFF:
-            raise ValueError(f"JPEG marker expected at byte {index}; the file is damaged")
+            raise ValueError(f"not a readable JPEG image: no marker at byte {index} (damaged)")
         marker = data[index + 1]
         if marker == 0xFF:  # fill byte
             index += 1
@@ -108,7 +113,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         if marker in _JPEG_SIZE_MARKERS:
             height, width = struct.unpack(">HH", data[start + 1 : start + 5])
             return width, height
-    raise ValueError("JPEG without a frame header (SOF) giving its size")
+    raise ValueError("not a readable JPEG image: no frame header giving its size (damaged or cut short)")
 
 
 def _exif_block(data: bytes) -> bytes | None:

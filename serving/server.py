@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
@@ -37,7 +38,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from pipelines.decode import read_image_header
+from pipelines.decode import PixelLimitError, read_image_header
 from serving.export import tf_error_message
 from serving.predict import decode_photo
 from serving.settings import (
@@ -250,7 +251,8 @@ class RestApi:
                     try:
                         header = read_image_header(value, self.max_pixels)
                     except ValueError as error:
-                        raise RestError(400, f"input {name}, image {index}: {error} (serve --max-pixels)") from error
+                        hint = " (serve --max-pixels)" if isinstance(error, PixelLimitError) else ""
+                        raise RestError(400, f"input {name}, image {index}: {error}{hint}") from error
                     pixels += header.pixels
                     if pixels > self.max_request_pixels:
                         break
@@ -436,7 +438,12 @@ def make_http_server(
             deadline = time.monotonic() + timeout_s
             chunks, remaining = [], length
             while remaining:
-                chunk = self.rfile.read1(min(remaining, 2**16)) if time.monotonic() < deadline else None
+                chunk = None
+                if time.monotonic() < deadline:
+                    self.connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                    with contextlib.suppress(TimeoutError):  # answered 408 below
+                        chunk = self.rfile.read1(min(remaining, 2**16))
+                    self.connection.settimeout(timeout_s)
                 if not chunk:
                     self.close_connection = True
                     if chunk is None:
