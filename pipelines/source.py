@@ -29,6 +29,7 @@ from pipelines.decode import (
     label_table,
     map_labels,
     read_file,
+    read_image_header,
     read_pair,
 )
 from pipelines.errors import DataError, SkippedExamples
@@ -93,12 +94,11 @@ class EncodedExample(NamedTuple):
 
 
 def image_format(data: bytes) -> str | None:
-    """'jpeg' or 'png' from the file signature, None for other formats."""
-    if data.startswith(b"\xff\xd8"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    return None
+    """'jpeg' or 'png' from the image's header (read_image_header), None for other formats."""
+    try:
+        return {"JPEG": "jpeg", "PNG": "png"}.get(read_image_header(data).format)
+    except ValueError:
+        return None
 
 
 class SegmentationSource:
