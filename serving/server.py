@@ -237,39 +237,39 @@ class RestApi:
         return _outputs_to_json(outputs, row_format)
 
     def _check_costs(self, arrays: dict[str, np.ndarray], specs: dict[str, tf.TensorSpec]) -> None:
-        """Refuse a request over its limits before decoding (see __init__); every string input is an encoded
-        image (its header gives its size), every float (B, H, W, 3) input a batch of pixels. A photo with an
-        EXIF orientation is replaced by PNG bytes of its pixels as displayed."""
-        pixels = 0
+        """Refuse a request over its limits before anything is decoded (see __init__); every string input is an
+        encoded image (its header gives its size), every float (B, H, W, 3) input a batch of pixels. Then a photo
+        with an EXIF orientation is replaced by PNG bytes of its pixels as displayed."""
+        pixels, oriented = 0, []
         for name, array in arrays.items():
             images = array.shape[0] if array.ndim else 1
             if images > self.max_instances:
                 raise RestError(400, _too_many_instances(images, self.max_instances))
             if specs[name].dtype == tf.string:
-                flat = array.reshape(-1)
-                for index, value in enumerate(flat):
+                for index, value in enumerate(array.reshape(-1)):
                     try:
                         header = read_image_header(value, self.max_pixels)
                     except ValueError as error:
                         hint = " (serve --max-pixels)" if isinstance(error, PixelLimitError) else ""
                         raise RestError(400, f"input {name}, image {index}: {error}{hint}") from error
                     pixels += header.pixels
-                    if pixels > self.max_request_pixels:
-                        break
                     if header.orientation != 1:
-                        try:
-                            flat[index] = decode_photo(value, self.max_pixels)[1]
-                        except ValueError as error:
-                            raise RestError(400, f"input {name}, image {index}: {error}") from error
-                arrays[name] = flat.reshape(array.shape)
+                        oriented.append((name, index))
             elif array.ndim == 4 and array.shape[-1] == 3:
                 pixels += int(np.prod(array.shape[:3]))
             if pixels > self.max_request_pixels:
                 raise RestError(
                     400,
-                    f"the request's images add up to over {self.max_request_pixels} pixels, its limit "
-                    "(serve --max-request-pixels); send fewer or smaller images per request",
+                    f"the request's images add up to {pixels} pixels or more, over its limit of "
+                    f"{self.max_request_pixels} (serve --max-request-pixels); send fewer or smaller images",
                 )
+        for name, index in oriented:
+            flat = arrays[name].reshape(-1)
+            try:
+                flat[index] = decode_photo(flat[index], self.max_pixels)[1]
+            except ValueError as error:
+                raise RestError(400, f"input {name}, image {index}: {error}") from error
+            arrays[name] = flat.reshape(arrays[name].shape)
 
 
 def _too_many_instances(count: int, limit: int) -> str:
