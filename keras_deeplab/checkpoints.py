@@ -15,7 +15,7 @@ import tempfile
 
 import tensorflow as tf
 
-from keras_deeplab.files import TEMPORARY_PREFIX, atomic_path, write_json
+from keras_deeplab.files import TEMPORARY_PREFIX, atomic_path, make_folder, write_json
 from keras_deeplab.weights import WeightFileError
 
 CHECKPOINT_PREFIX = "ckpt-"
@@ -37,7 +37,7 @@ class CheckpointFolder:
         self.keep = keep
         self.writer = writer
         if writer:
-            os.makedirs(folder, exist_ok=True)
+            make_folder(folder)
             for name in os.listdir(folder):
                 if name.startswith(TEMPORARY_PREFIX):  # left by a process killed while writing
                     shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
@@ -62,7 +62,10 @@ class CheckpointFolder:
         final = self.path(step)
         with atomic_path(final) as temporary:
             os.makedirs(temporary)
-            checkpoint.write(os.path.join(temporary, "ckpt"))
+            try:
+                checkpoint.write(os.path.join(temporary, "ckpt"))
+            except tf.errors.OpError as error:  # a full disk surfaces as TensorFlow's error, naming no file
+                raise OSError(f"{final}: cannot write the checkpoint of step {step} ({error.message})") from error
             write_json(os.path.join(temporary, "model.json"), model_config)
             if os.path.isdir(final):
                 self._remove(final)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 TEMPORARY_PREFIX = ".tmp-"  # names that a killed writer may leave behind; readers skip them
+# Errors of a write that says nothing of which file: the disk (or quota) is full, the file too large, read-only.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 @contextlib.contextmanager
@@ -22,12 +25,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     try:
         yield temporary
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.isdir(temporary):
             shutil.rmtree(temporary, ignore_errors=True)
         elif os.path.lexists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
+            raise named_os_error(error, f"{path}: cannot write it") from error
         raise
+
+
+def named_os_error(error: OSError, what: str) -> OSError:
+    """An OSError of `error`'s errno whose message is `what (the system's reason)`, without the `[Errno N]`."""
+    named = OSError(f"{what} ({error.strerror or error})")
+    named.errno = error.errno
+    return named
+
+
+def make_folder(path: str | os.PathLike) -> str:
+    """`path` as a folder (made with its parents when missing); OSError naming it when it cannot be one."""
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise named_os_error(error, f"{path}: cannot make this folder") from error
+    return path
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

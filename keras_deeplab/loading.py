@@ -8,6 +8,7 @@ checks that what it read is a DeepLab made by `build_model`, and names the file 
 from __future__ import annotations
 
 import os
+import zipfile
 
 import keras
 import tensorflow as tf
@@ -61,6 +62,10 @@ def load_model(path: str | os.PathLike, output_stride: int | None = None) -> Dee
 def _load_keras_file(path: str) -> DeepLab:
     if not path.endswith(".keras"):
         raise ModelFileError(f"{path}: expected a Keras model file ending in .keras, or a training run folder")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there but damaged
+        raise ModelFileError(
+            f"{path}: damaged or not a .keras model file (a .keras file is a zip archive; this is not one)"
+        )
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive

@@ -34,8 +34,16 @@ def _read_list(path: str, what: str) -> list[str]:
         listed = os.listdir(folder) if os.path.isdir(folder) else []
         available = sorted(name[:-4] for name in listed if name.endswith(".txt"))
         raise DataError(path, f"{what} is missing (lists found there: {', '.join(available) or 'none'})")
-    with open(path, encoding="utf-8") as file:
-        return [line.strip() for line in file if line.strip()]
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the first name
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(
+            path, f"line {line} is not UTF-8 text (byte 0x{data[error.start]:02x}); save the list as UTF-8"
+        ) from error
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _require_dir(path: str, what: str) -> str:

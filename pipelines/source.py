@@ -29,6 +29,7 @@ from pipelines.decode import (
     label_table,
     map_labels,
     read_file,
+    read_image_header,
     read_pair,
 )
 from pipelines.errors import DataError, SkippedExamples
@@ -93,12 +94,11 @@ class EncodedExample(NamedTuple):
 
 
 def image_format(data: bytes) -> str | None:
-    """'jpeg' or 'png' from the file signature, None for other formats."""
-    if data.startswith(b"\xff\xd8"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    return None
+    """'jpeg' or 'png' from the image's header (read_image_header), None for other formats."""
+    try:
+        return {"JPEG": "jpeg", "PNG": "png"}.get(read_image_header(data).format)
+    except ValueError:
+        return None
 
 
 class SegmentationSource:
@@ -175,6 +175,15 @@ class SegmentationSource:
         return f"<{type(self).__name__} {self.name}: {len(self)} examples, {self.num_classes} classes>"
 
 
+def _why_not_a_file(path: str) -> str:
+    """What is at `path` instead of a readable file: nothing, a folder, or a link that leads nowhere."""
+    if os.path.isdir(path):
+        return "is a folder, not a file"
+    if os.path.islink(path):
+        return "is a symbolic link that leads nowhere (its target is missing, or the links form a loop)"
+    return "file is missing"
+
+
 def is_decoded(image: tf.Tensor, mask: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
     """False for the empty placeholder of a skipped bad pair (filter predicate)."""
     return tf.size(mask) > 0
@@ -206,14 +215,16 @@ class FilePairSource(SegmentationSource):
         where = f" (named in {listed_in})" if listed_in else ""
         present, missing = [], []
         for pair in pairs:
-            absent = [path for path in pair[:2] if not os.path.isfile(path)]
+            absent = [
+                DataError(path, f"{_why_not_a_file(path)}{where}") for path in pair[:2] if not os.path.isfile(path)
+            ]
             if absent:
-                missing += [DataError(path, f"file is missing{where}") for path in absent]
+                missing += absent
             else:
                 present.append(tuple(pair))
         if missing and not self.skip_bad:
             others = f" (and {len(missing) - 1} more missing files)" if len(missing) > 1 else ""
-            raise DataError(missing[0].file, missing[0].problem + others)
+            raise DataError(missing[0].file, missing[0].problem + others.replace("missing", "unusable"))
         for error in missing:
             self.skipped.record(error)
         self._skipped_before_decoding = len(self.skipped)
@@ -234,12 +245,13 @@ class FilePairSource(SegmentationSource):
                 yield from (example for example in pool.map(self._read, indices) if example is not None)
 
     def records(self) -> tf.data.Dataset:
-        columns = (tf.constant([pair[column] for pair in self.pairs], tf.string) for column in range(3))
+        # os.fsencode: a file name that is not UTF-8 (a str holding surrogate escapes) keeps its bytes
+        columns = (tf.constant([os.fsencode(pair[column]) for pair in self.pairs], tf.string) for column in range(3))
         return tf.data.Dataset.from_tensor_slices(tuple(columns))
 
     def decode_record(self, image_path: tf.Tensor, mask_path: tf.Tensor, name: tf.Tensor):
         def read(image_path: bytes, mask_path: bytes):
-            return read_pair(image_path.decode(), mask_path.decode(), self.table)
+            return read_pair(os.fsdecode(image_path), os.fsdecode(mask_path), self.table)
 
         image, mask = self._numpy_pair(read, image_path, mask_path)
         return image, mask, name
@@ -255,7 +267,7 @@ class FilePairSource(SegmentationSource):
         image_data = read_file(image_path)
         image, mask = decode_pair(image_data, read_file(mask_path), self.table, image_path, mask_path)
         file_format = image_format(image_data)
-        if file_format is None:
+        if file_format is None or image.shape[:2] != mask.shape:  # another format, or turned by its EXIF orientation
             image_data, file_format = encode_png(image), "png"
         return EncodedExample(image_data, file_format, mask, name)
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.descriptors import DatasetDescriptor, make_descriptor
-from keras_deeplab.files import atomic_path, write_json
+from keras_deeplab.files import atomic_path, make_folder, write_json
 from pipelines.decode import decode_pair, descriptor_table, encode_png
 from pipelines.errors import DataError
 from pipelines.source import Example, SegmentationSource
@@ -59,7 +59,7 @@ def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, s
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     split = split or source.name.rsplit("/", 1)[-1]
-    os.makedirs(out_dir, exist_ok=True)
+    make_folder(out_dir)
     paths = [shard_path(out_dir, split, shard, shards) for shard in range(shards)]
     counts = [0] * shards
     with contextlib.ExitStack() as renames:  # every shard renamed into place only when all are complete
@@ -71,7 +71,7 @@ def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, s
                 features = {
                     IMAGE_KEY: _bytes(example.image_data),
                     IMAGE_FORMAT_KEY: _bytes(example.image_format.encode()),
-                    NAME_KEY: _bytes(example.name.encode()),
+                    NAME_KEY: _bytes(os.fsencode(example.name)),
                     HEIGHT_KEY: _int(height),
                     WIDTH_KEY: _int(width),
                     CHANNELS_KEY: _int(3),
@@ -176,7 +176,7 @@ class TFRecordSource(SegmentationSource):
     def _decode(self, shard: str, serialized: bytes) -> Example:
         try:
             features = tf.train.Example.FromString(serialized).features.feature
-            name = features[NAME_KEY].bytes_list.value[0].decode()
+            name = os.fsdecode(features[NAME_KEY].bytes_list.value[0])
             image_data = features[IMAGE_KEY].bytes_list.value[0]
             mask_data = features[MASK_KEY].bytes_list.value[0]
         except (IndexError, ValueError) as error:
@@ -215,7 +215,7 @@ class TFRecordSource(SegmentationSource):
         features = tf.io.parse_single_example(serialized, spec)
 
         def read(shard: bytes, name: bytes, image_data: bytes, mask_data: bytes) -> tuple[np.ndarray, np.ndarray]:
-            where = f"{shard.decode()}[{name.decode()}]"
+            where = f"{os.fsdecode(shard)}[{os.fsdecode(name)}]"
             return decode_pair(image_data, mask_data, self.table, where, where)
 
         image, mask = self._numpy_pair(read, shard, features[NAME_KEY], features[IMAGE_KEY], features[MASK_KEY])

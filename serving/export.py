@@ -16,10 +16,11 @@ ends in `_bytes`); with `scores`, also `scores` float32 (B, H_max, W_max, C): th
 uses for multi-scale inference.
 
 Preprocessing in the graph is the training pipeline's: decode to RGB uint8 and cast to float32; the model
-normalises pixels itself. Images of one size run as one batch; a batch of several sizes runs image by image,
-so every class map equals what the Keras model gives for that image alone (padding never leaks into a
-prediction). The SavedModel is written with `tf.saved_model.save` of a `tf.Module`, which stores every
-variable once (about 4 bytes per parameter), where Keras' `model.export()` stores them twice.
+normalises pixels itself. The images of each size run as one batch (one model call per distinct size), so
+every class map equals what the Keras model gives for that image alone (padding never leaks into a
+prediction) and a request of many small images costs a few model calls, not one per image. The SavedModel is
+written with `tf.saved_model.save` of a `tf.Module`, which stores every variable once (about 4 bytes per
+parameter), where Keras' `model.export()` stores them twice.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from keras_deeplab import constants
+from keras_deeplab.files import make_folder
 from serving.settings import (
     CLASS_MAP_OUTPUT,
     CLASS_MAP_PNG_OUTPUT,
@@ -75,13 +77,7 @@ class DeepLabServing(tf.Module):
             images = images.write(index, image)
             sizes = sizes.write(index, tf.shape(image)[:2])
         sizes = sizes.stack()
-        same_size = tf.reduce_all(tf.equal(sizes, sizes[:1]))
-        results = tf.cond(
-            same_size,
-            lambda: self._predict_batch(tf.cast(images.stack(), tf.float32)),
-            lambda: self._predict_each(images, sizes),
-        )
-        return self._outputs(results, sizes)
+        return self._outputs(self._predict_by_size(images, sizes), sizes)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name=IMAGES_INPUT)])
     def predict_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -111,18 +107,23 @@ class DeepLabServing(tf.Module):
             results[SCORES_OUTPUT] = tf.nn.softmax(logits, axis=-1)
         return results
 
-    def _predict_each(self, images: tf.TensorArray, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _predict_by_size(self, images: tf.TensorArray, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """One model call per distinct image size (a thousand tiny images of two sizes: two calls), each
+        image's results padded to the batch's largest size and put back in its place."""
         count = tf.shape(sizes)[0]
         largest = tf.reduce_max(sizes, axis=0)
+        groups, group_of = tf.unique(tf.cast(sizes[:, 0], tf.int64) * 2**32 + tf.cast(sizes[:, 1], tf.int64))
         class_maps = tf.TensorArray(tf.int32, size=count, element_shape=[None, None])
         scores = tf.TensorArray(tf.float32, size=count, element_shape=[None, None, self.num_classes])
-        for index in tf.range(count):
-            results = self._predict_batch(tf.cast(images.read(index), tf.float32)[tf.newaxis])
-            padding = [[0, largest[0] - sizes[index, 0]], [0, largest[1] - sizes[index, 1]]]
-            class_map = tf.pad(results[CLASS_MAP_OUTPUT][0], padding, constant_values=constants.IGNORE_LABEL)
-            class_maps = class_maps.write(index, class_map)
+        for group in tf.range(tf.size(groups)):
+            members = tf.cast(tf.where(tf.equal(group_of, group))[:, 0], tf.int32)
+            results = self._predict_batch(tf.cast(images.gather(members), tf.float32))
+            size = sizes[members[0]]
+            padding = [[0, 0], [0, largest[0] - size[0]], [0, largest[1] - size[1]]]
+            class_map = tf.pad(results[CLASS_MAP_OUTPUT], padding, constant_values=constants.IGNORE_LABEL)
+            class_maps = class_maps.scatter(members, class_map)
             if self.with_scores:
-                scores = scores.write(index, tf.pad(results[SCORES_OUTPUT][0], [*padding, [0, 0]]))
+                scores = scores.scatter(members, tf.pad(results[SCORES_OUTPUT], [*padding, [0, 0]]))
         if self.with_scores:
             return {CLASS_MAP_OUTPUT: class_maps.stack(), SCORES_OUTPUT: scores.stack()}
         return {CLASS_MAP_OUTPUT: class_maps.stack()}
@@ -175,7 +176,7 @@ def export_saved_model(
         SERVING_SIGNATURE: module.predict_encoded.get_concrete_function(),
         IMAGES_SIGNATURE: module.predict_images.get_concrete_function(),
     }
-    os.makedirs(base_path, exist_ok=True)
+    make_folder(base_path)
     temporary = tempfile.mkdtemp(dir=base_path, prefix=f".tmp-{version}-")
     try:
         tf.saved_model.save(module, temporary, signatures=signatures)

@@ -2,7 +2,9 @@
 
 For each image it writes `DIR/<stem>.png`, a palette PNG (VOC colour map) whose pixel indices are the class
 ids at the image's own size, and `DIR/<stem>_overlay.jpg`. Images are decoded as the exported graph decodes
-them (`tf.io.decode_image`, RGB), so `predict`, `serve` and TF Serving see the same pixels.
+them (`tf.io.decode_image`, RGB), so `predict`, `serve` and TF Serving see the same pixels; the header is read
+first (format and size, refused over the pixel limit before decoding), and the EXIF orientation is applied, so
+masks and overlays match the photo as it is displayed.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from PIL import Image
 
 from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import descriptor_for_num_classes
+from keras_deeplab.files import make_folder
 from keras_deeplab.inference import PredictLogits, class_probabilities
 from keras_deeplab.loading import is_run_folder, load_model
 from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png
+from pipelines.decode import ACCEPTED_IMAGE_FORMATS, apply_orientation, read_image_header
 from serving.export import tf_error_message
-from serving.settings import model_versions
+from serving.settings import DEFAULT_MAX_PIXELS, model_versions
 from serving.tflite import TFLiteModel
 
 OVERLAY_ALPHA = 0.5
@@ -37,16 +41,37 @@ class Predictor:
     fixed_input_size: int | None = None  # a TFLite model's one input size; None: any size
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, bytes]:
-    """(RGB uint8 (H, W, 3), the file's bytes) of a JPEG, PNG, GIF or BMP file; ValueError naming the file."""
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bytes]:
+    """(RGB uint8 (H, W, 3) as displayed, encoded bytes of that image) of a JPEG, PNG, GIF or BMP file.
+
+    The header is read first: another format, or more than `max_pixels` (height x width), is refused before
+    anything is decoded. The EXIF orientation is applied (see decode_photo). ValueError naming the file."""
     path = os.fspath(path)
     with open(path, "rb") as file:
         encoded = file.read()
     try:
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        return decode_photo(encoded, max_pixels)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def decode_photo(encoded: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bytes]:
+    """(RGB uint8 (H, W, 3) as displayed, encoded bytes of that image) of an encoded JPEG, PNG, GIF or BMP.
+
+    Decoded as the exported graph decodes (`tf.io.decode_image`), after `read_image_header` has checked its
+    format and size. A photo with an EXIF orientation comes back turned as displayed, with PNG bytes of the
+    turned pixels (the graph and TF Serving ignore EXIF); any other comes back with its own bytes. ValueError
+    (without a file name) when it is refused or cannot be decoded."""
+    header = read_image_header(encoded, max_pixels)
+    try:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
     except tf.errors.InvalidArgumentError as error:
-        raise ValueError(f"{path}: not a readable JPEG, PNG, GIF or BMP image ({tf_error_message(error)})") from error
-    return image.numpy(), encoded
+        accepted = ", ".join(ACCEPTED_IMAGE_FORMATS)
+        raise ValueError(f"not a readable {accepted} image ({tf_error_message(error)})") from error
+    if header.orientation == 1:
+        return image, encoded
+    image = apply_orientation(image, header.orientation)
+    return image, tf.io.encode_png(image).numpy()
 
 
 def write_outputs(
@@ -117,20 +142,22 @@ def predict_files(
     out_dir: str | os.PathLike,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     crf: Mapping[str, float] | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Predict each image (class probabilities averaged over `scales` and flips), write its two files, and
     yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the colours of the dataset that
     the model's number of classes names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K, else VOC).
+    An image over `max_pixels` (height x width, from its header) is refused before it is decoded.
     `crf`: refine the probabilities with the fully connected CRF (`crf.dense_crf` keywords; {} for its defaults)."""
     if predictor.fixed_input_size is not None and tuple(scales) != (1.0,):
         raise ValueError(
             f"{predictor.description} has one input size, so --scales cannot change what it sees; "
             "use --scales with .keras or SavedModel models (--flip works with all)"
         )
-    os.makedirs(out_dir, exist_ok=True)
+    make_folder(out_dir)
     for image_path in image_paths:
-        image, _ = read_image(image_path)
+        image, _ = read_image(image_path, max_pixels)
         probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0].numpy()
         if crf is not None:
             probabilities = dense_crf(image, probabilities, **crf)

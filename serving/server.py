@@ -10,20 +10,25 @@ Where TF Serving (the `Dockerfile`) cannot run, this serves the same export fold
 - Errors: `{"error": "..."}` with TF Serving's HTTP status for the error's kind (400 bad argument, 404 unknown
   model or version, 413 body too large, 500 internal).
 
-It binds 127.0.0.1 unless told otherwise, refuses bodies over a size limit and images over a pixel limit
-(read from the image header, before decoding), serves requests on threads, and a bad request never stops it.
-Request parsing and answers are in `RestApi.handle`, testable without a socket.
+It binds 127.0.0.1 unless told otherwise and bounds what one request can cost before decoding anything: a body
+size limit, a number of instances, a pixel limit per image and a pixel budget per request (sizes read from the
+image headers; only JPEG, PNG, GIF and BMP, whose headers give their size, are accepted). A photo's EXIF
+orientation is applied before the SavedModel sees it (the graph, like TF Serving, ignores EXIF), so class maps
+match the photo as displayed. It serves requests on threads, and a bad request never stops it: every answer,
+errors of the HTTP layer included, is JSON. Request parsing and answers are in `RestApi.handle`, testable
+without a socket.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
+import contextlib
 import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,15 +36,18 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 
+from pipelines.decode import PixelLimitError, read_image_header
 from serving.export import tf_error_message
+from serving.predict import decode_photo
 from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_REQUEST_PIXELS,
     DEFAULT_PORT,
     SERVING_SIGNATURE,
     model_versions,
@@ -47,8 +55,12 @@ from serving.settings import (
 
 BYTES_SUFFIX = "_bytes"
 BASE64_KEY = "b64"
-PREDICT_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+))?:(classify|regress|predict)")
-STATUS_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata)?")
+# Versions are int64 in TF Serving: up to 18 ASCII digits here (a longer one is a malformed request).
+PREDICT_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/([0-9]{1,18}))?:(classify|regress|predict)")
+STATUS_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/([0-9]{1,18}))?(/metadata)?")
+CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes '²'
+LISTEN_BACKLOG = 128  # connections waiting to be accepted; socketserver's 5 stalls a burst of clients
+HTTP_METHODS = ("GET", "POST")
 # TF Serving's mapping of TensorFlow error codes to HTTP statuses (model_servers/http_server.cc).
 HTTP_STATUS = {
     tf.errors.CANCELLED: 499,
@@ -114,9 +126,15 @@ class RestApi:
         *,
         num_versions: int = 1,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     ) -> None:
-        """Load the `num_versions` highest versions under `base_path` (TF Serving's default policy: 1)."""
+        """Load the `num_versions` highest versions under `base_path` (TF Serving's default policy: 1).
+
+        Limits, checked before decoding: `max_pixels` per image (height x width), `max_request_pixels` for all
+        the images of one request together, `max_instances` images per request; `max_concurrent` predictions
+        run at once."""
         base_path = os.fspath(base_path)
         versions = model_versions(base_path)
         if not versions:
@@ -127,6 +145,8 @@ class RestApi:
             for version in versions[-num_versions:]
         }
         self.max_pixels = max_pixels
+        self.max_request_pixels = max_request_pixels
+        self.max_instances = max_instances
         self._slots = threading.BoundedSemaphore(max_concurrent)
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -137,6 +157,8 @@ class RestApi:
             return error.status, {"error": error.message}
         except tf.errors.OpError as error:
             return HTTP_STATUS.get(error.error_code, 500), {"error": tf_error_message(error)}
+        except RecursionError:  # JSON nested deeper than Python's stack: a bad request, not a server fault
+            return 400, {"error": "JSON Parse error: nested too deeply"}
         except Exception as error:  # the server must keep answering whatever a request does
             return 500, {"error": f"{type(error).__name__}: {error}"}
 
@@ -195,13 +217,13 @@ class RestApi:
         if not row_format and "inputs" not in request:
             raise RestError(400, "Missing 'inputs' or 'instances' key")
         if row_format:
-            arrays = _instances_to_arrays(request["instances"], specs)
+            instances = request["instances"]
+            if isinstance(instances, list) and len(instances) > self.max_instances:
+                raise RestError(400, _too_many_instances(len(instances), self.max_instances))
+            arrays = _instances_to_arrays(instances, specs)
         else:
             arrays = _inputs_to_arrays(request["inputs"], specs)
-        for name, array in arrays.items():
-            if specs[name].dtype == tf.string:
-                for value in array.reshape(-1):
-                    _check_image_size(value, self.max_pixels)
+        self._check_costs(arrays, specs)
         tensors = {}
         for name, array in arrays.items():
             try:
@@ -213,6 +235,45 @@ class RestApi:
         with self._slots:
             outputs = {name: tensor.numpy() for name, tensor in function(**tensors).items()}
         return _outputs_to_json(outputs, row_format)
+
+    def _check_costs(self, arrays: dict[str, np.ndarray], specs: dict[str, tf.TensorSpec]) -> None:
+        """Refuse a request over its limits before anything is decoded (see __init__); every string input is an
+        encoded image (its header gives its size), every float (B, H, W, 3) input a batch of pixels. Then a photo
+        with an EXIF orientation is replaced by PNG bytes of its pixels as displayed."""
+        pixels, oriented = 0, []
+        for name, array in arrays.items():
+            images = array.shape[0] if array.ndim else 1
+            if images > self.max_instances:
+                raise RestError(400, _too_many_instances(images, self.max_instances))
+            if specs[name].dtype == tf.string:
+                for index, value in enumerate(array.reshape(-1)):
+                    try:
+                        header = read_image_header(value, self.max_pixels)
+                    except ValueError as error:
+                        hint = " (serve --max-pixels)" if isinstance(error, PixelLimitError) else ""
+                        raise RestError(400, f"input {name}, image {index}: {error}{hint}") from error
+                    pixels += header.pixels
+                    if header.orientation != 1:
+                        oriented.append((name, index))
+            elif array.ndim == 4 and array.shape[-1] == 3:
+                pixels += int(np.prod(array.shape[:3]))
+            if pixels > self.max_request_pixels:
+                raise RestError(
+                    400,
+                    f"the request's images add up to {pixels} pixels or more, over its limit of "
+                    f"{self.max_request_pixels} (serve --max-request-pixels); send fewer or smaller images",
+                )
+        for name, index in oriented:
+            flat = arrays[name].reshape(-1)
+            try:
+                flat[index] = decode_photo(flat[index], self.max_pixels)[1]
+            except ValueError as error:
+                raise RestError(400, f"input {name}, image {index}: {error}") from error
+            arrays[name] = flat.reshape(arrays[name].shape)
+
+
+def _too_many_instances(count: int, limit: int) -> str:
+    return f"{count} instances in one request; the limit is {limit} (serve --max-instances)"
 
 
 def _json_to_array(value: Any, dtype: tf.DType, where: str) -> np.ndarray:
@@ -315,19 +376,6 @@ def _inputs_to_arrays(inputs: Any, specs: dict[str, tf.TensorSpec]) -> dict[str,
     return {name: _json_to_array(inputs[name], spec.dtype, f"'inputs', input {name}") for name, spec in specs.items()}
 
 
-def _check_image_size(value: bytes, max_pixels: int) -> None:
-    """Refuse an image whose header says it is over `max_pixels`; other strings are left to the model."""
-    try:
-        with Image.open(io.BytesIO(value)) as picture:
-            width, height = picture.size
-    except Image.DecompressionBombError as error:
-        raise RestError(400, f"image over the pixel limit of {max_pixels}: {error}") from error
-    except Exception:  # not an image PIL knows: the model's decoder gives the error
-        return
-    if width * height > max_pixels:
-        raise RestError(400, f"image of {width}x{height} = {width * height} pixels is over the limit of {max_pixels}")
-
-
 def _value_to_json(array: np.ndarray, as_bytes: bool) -> Any:
     if array.dtype != object:
         return array.tolist()
@@ -373,20 +421,64 @@ def make_http_server(
 
         def do_POST(self) -> None:
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
+            if length is None or not CONTENT_LENGTH.fullmatch(length.strip()):
                 self.close_connection = True
                 self._answer(411, {"error": "a Content-Length header is required"})
             elif int(length) > max_body_bytes:
                 self.close_connection = True
                 self._answer(413, {"error": f"request body of {length} bytes is over the limit of {max_body_bytes}"})
             else:
-                self._answer(*api.handle("POST", self.path, self.rfile.read(int(length))))
+                body = self._read_body(int(length))
+                if body is not None:
+                    self._answer(*api.handle("POST", self.path, body))
+
+        def _read_body(self, length: int) -> bytes | None:
+            """The body, or None (answered 408, or the client went away) when it does not arrive whole within
+            `timeout_s`: a client trickling bytes holds a thread for that long at most."""
+            deadline = time.monotonic() + timeout_s
+            chunks, remaining = [], length
+            while remaining:
+                chunk = None
+                if time.monotonic() < deadline:
+                    self.connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                    with contextlib.suppress(TimeoutError):  # answered 408 below
+                        chunk = self.rfile.read1(min(remaining, 2**16))
+                    self.connection.settimeout(timeout_s)
+                if not chunk:
+                    self.close_connection = True
+                    if chunk is None:
+                        self._answer(408, {"error": f"the request body did not arrive within {timeout_s:g} s"})
+                    return None
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
+
+        def _refuse_method(self) -> None:
+            self.close_connection = True
+            self._answer(405, {"error": f"method {self.command} is not served; use {' or '.join(HTTP_METHODS)}"})
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse_method  # noqa: N815
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """Errors of the HTTP layer (a malformed request line, an unknown method) as JSON, like the API's."""
+            self.close_connection = True
+            short, _ = self.responses.get(code, ("Error", ""))
+            body = json.dumps({"error": f"{message or short}"}).encode("utf-8")
+            self.send_response(code, message)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(body)
 
         def _answer(self, status: int, payload: dict[str, Any]) -> None:
             body = json.dumps(payload).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            if status == 405:
+                self.send_header("Allow", ", ".join(HTTP_METHODS))
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
@@ -396,6 +488,8 @@ def make_http_server(
             if access_log:
                 super().log_message(format, *args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    class Server(ThreadingHTTPServer):
+        request_queue_size = LISTEN_BACKLOG
+        daemon_threads = True
+
+    return Server((host, port), Handler)

@@ -21,6 +21,11 @@ SCORES_OUTPUT = "scores"
 # Largest image the graph accepts, height x width: 16 times a 1024 x 1024 photo would need tens of GB of
 # activations in the paper's ResNet-101; `keras-deeplab serve` checks the same limit before decoding.
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# What one REST request may cost `keras-deeplab serve`, checked before any image is decoded: the images' pixels
+# added up (a request may carry one image of the largest size, or many smaller ones), and the number of
+# instances (images) in it.
+DEFAULT_MAX_REQUEST_PIXELS = 4096 * 4096
+DEFAULT_MAX_INSTANCES = 64
 VERSION_PATTERN = re.compile(r"^[0-9]+$")  # version folders, as TF Serving reads them
 
 # The REST server and client.

@@ -5,6 +5,8 @@ import io
 import json
 import queue
 import re
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -14,15 +16,18 @@ import urllib.request
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map, random_image
 
 from keras_deeplab.cli import main
 from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
-from serving.server import _outputs_to_json
+from serving.server import _outputs_to_json, make_http_server
 
 MAX_PIXELS = 60 * 60
+MAX_REQUEST_PIXELS = 3 * 50 * 50
+MAX_INSTANCES = 40
 MAX_BODY_BYTES = 200_000
 
 
@@ -33,6 +38,7 @@ def served(tmp_path_factory):
     keras_path, base_path = export_tiny_model(tmp_path_factory)
     command = [sys.executable, "-m", "keras_deeplab.cli", "serve", base_path, "--name", "deeplab", "--port", "0"]
     command += ["--max-pixels", str(MAX_PIXELS), "--max-body-mb", str(MAX_BODY_BYTES / 2**20), "--quiet"]
+    command += ["--max-request-pixels", str(MAX_REQUEST_PIXELS), "--max-instances", str(MAX_INSTANCES)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
@@ -146,9 +152,20 @@ BAD_REQUESTS = [
     ("deeplab:predict", {"instances": []}, 400, "No values"),
     ("deeplab:predict", {"instances": [1]}, 400, "DT_STRING"),
     ("deeplab:predict", {"instances": [{"b64": "not base64!"}]}, 400, "base64"),
-    ("deeplab:predict", {"instances": [b64(b"not an image")]}, 400, "Unknown image file format"),
+    ("deeplab:predict", {"instances": [b64(b"not an image")]}, 400, "not a JPEG, PNG, GIF, BMP image"),
+    ("deeplab:predict", {"instances": [b64(b"\xff\x0aJXL")]}, 400, "not a JPEG, PNG, GIF, BMP image"),
+    ("deeplab:predict", {"instances": [b64(encode(random_image(50, 50)))] * 4}, 400, "--max-request-pixels"),
+    ("deeplab:predict", {"instances": [b64(encode(random_image(1, 1)))] * 41}, 400, "41 instances"),
+    ("deeplab:predict", {"inputs": [b64(encode(random_image(1, 1)))] * 41}, 400, "the limit is 40"),
+    ("deeplab:predict", b"[" * 50_000 + b"]" * 50_000, 400, "nested too deeply"),
+    ("deeplab/versions/" + "9" * 5000 + ":predict", {"instances": [1]}, 400, "Malformed request"),
     ("deeplab:predict", {"instances": [b64(_truncated_jpeg())]}, 400, "JPEG"),
-    ("deeplab:predict", {"instances": [b64(encode(random_image(61, 61)))]}, 400, "over the limit"),
+    (
+        "deeplab:predict",
+        {"instances": [b64(encode(random_image(61, 61)))]},
+        400,
+        "over the limit of 3600 (serve --max-pixels)",
+    ),
     ("deeplab:predict", {"instances": [], "inputs": []}, 400, "only one of"),
     ("deeplab:predict", {"signature_name": "nope", "instances": [1]}, 400, "nope"),
     ("deeplab:predict", {"signature_name": "serving_images", "inputs": {"images": [[1.0]]}}, 400, "images"),
@@ -235,3 +252,107 @@ def test_client_reports_server_errors_plainly(served, tmp_path, capsys):
     broken.write_bytes(_truncated_jpeg())
     assert main(["client", str(broken), "--url", url, "--out", str(tmp_path / "out")]) == 1
     assert "broken.jpg: not a readable" in capsys.readouterr().err
+
+
+def _raw_exchange(url, request: bytes) -> tuple[int, dict]:
+    """Send raw bytes of an HTTP request; (status, JSON body) of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    if not answer.startswith(b"HTTP/"):  # an HTTP/0.9 request line: the answer is the body alone
+        return 0, json.loads(answer)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "OPTIONS", "PATCH", "BREW"])
+def test_other_methods_and_bad_content_lengths_get_json_errors(served, method):
+    url, _ = served
+    status, body = _raw_exchange(url, f"{method} /v1/models/deeplab HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status in (405, 501) and set(body) == {"error"}
+    request = "POST /v1/models/deeplab:predict HTTP/1.1\r\nHost: x\r\nContent-Length: \u00b2\r\n\r\n{}"
+    assert _raw_exchange(url, request.encode())[0] == 411
+    assert _raw_exchange(url, b"GARBAGE\r\n\r\n") == (0, {"error": "Bad request syntax ('GARBAGE')"})
+    assert call(f"{url}/v1/models/deeplab")[0] == 200
+
+
+def test_a_burst_of_connections_is_accepted_at_once(served):
+    url, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    connections = [socket.create_connection((host, int(port)), timeout=5) for _ in range(60)]
+    elapsed = time.monotonic() - started
+    for connection in connections:
+        connection.close()
+    assert elapsed < 0.9  # with a listen backlog of 5, some connects waited a 1 s SYN retry
+
+
+def _oriented_jpeg(image, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied_by_the_server_and_the_client(served, tmp_path, tmp_path_factory, capsys):
+    """A phone photo stored 47x29 with orientation 6 (displayed 29x47): REST, client and predict give 29x47
+    masks equal to the model's answer on the displayed pixels."""
+    url, model = served
+    stored = random_image(29, 47, seed=11)
+    jpeg = _oriented_jpeg(stored, 6)
+    displayed = np.rot90(tf.io.decode_jpeg(jpeg).numpy(), -1)
+    expected = keras_class_map(model, displayed)
+    status, body = call(f"{url}/v1/models/deeplab:predict", {"instances": [b64(jpeg)]})
+    assert status == 200
+    assert (body["predictions"][0]["height"], body["predictions"][0]["width"]) == (47, 29)
+    np.testing.assert_array_equal(np.array(body["predictions"][0]["class_map"]), expected)
+    photo = tmp_path / "phone.jpg"
+    photo.write_bytes(jpeg)
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    assert main(["client", str(photo), "--url", url, "--name", "deeplab", "--out", str(tmp_path / "c")]) == 0
+    assert main(["predict", str(photo), "--model", keras_path, "--out", str(tmp_path / "p")]) == 0
+    for folder in ("c", "p"):
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / folder / "phone.png")), expected)
+        assert Image.open(tmp_path / folder / "phone_overlay.jpg").size == (29, 47)
+    capsys.readouterr()
+
+
+def test_client_refuses_an_image_over_its_pixel_limit_before_decoding(served, tmp_path, capsys):
+    url, _ = served
+    png = encode(random_image(8, 8))
+    huge = tmp_path / "bomb.png"
+    huge.write_bytes(png[:16] + struct.pack(">II", 12000, 12000) + png[24:])
+    assert main(["client", str(huge), "--url", url, "--out", str(tmp_path / "out")]) == 1
+    assert "bomb.png: image of 12000x12000 = 144000000 pixels is over the limit of 16777216" in capsys.readouterr().err
+
+
+def test_a_client_trickling_its_body_is_cut_off_after_the_timeout():
+    class Echo:
+        def handle(self, method, path, body):
+            return 200, {"bytes": len(body)}
+
+    server = make_http_server(Echo(), "127.0.0.1", 0, access_log=False, timeout_s=1.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as connection:
+            connection.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            started, answer = time.monotonic(), b""
+            for _ in range(5):  # a byte every 0.1 s, then nothing: the server answers when its timeout is up
+                connection.sendall(b" ")
+                time.sleep(0.1)
+            while chunk := connection.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer
+        assert time.monotonic() - started < 3
+        assert _raw_exchange(f"http://{host}:{port}", b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n123") == (
+            200,
+            {"bytes": 3},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from keras_deeplab.commands.arguments import positive_int
 from keras_deeplab.descriptors import DESCRIPTORS
-from serving.settings import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S
+from serving.settings import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("client", help="segment images with a TF Serving REST endpoint")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="JPEG, PNG, GIF or BMP files (sent upright: EXIF orientation applied)",
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8501", help="server root (default %(default)s)")
     parser.add_argument("--name", default="deeplab", help="model name (default %(default)s)")
     parser.add_argument("--version", type=int, help="model version (default: the server's latest)")
@@ -20,19 +24,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--columnar", action="store_true", help='send {"inputs": ...} instead of {"instances": ...}')
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per request")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
+    parser.add_argument(
+        "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W (default %(default)s)"
+    )
     parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg")
     parser.add_argument("--dataset", default="voc", choices=sorted(DESCRIPTORS), help="colours of the pictures")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from keras_deeplab.files import make_folder
     from serving.client import predict_class_maps
     from serving.predict import read_image, write_outputs
 
-    os.makedirs(args.out, exist_ok=True)
+    make_folder(args.out)
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]
-        decoded = [read_image(path) for path in paths]
+        decoded = [read_image(path, args.max_pixels) for path in paths]
         class_maps = predict_class_maps(
             args.url,
             args.name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from keras_deeplab import constants
 from keras_deeplab.commands.arguments import positive_int
@@ -48,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_deeplab.files import write_bytes
+    from keras_deeplab.files import make_folder, write_bytes
     from keras_deeplab.loading import load_model
     from serving.tflite import TFLiteModel, compare_with_keras, convert, dataset_examples, variant_path
 
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         calibration = dataset_examples(args.format, args.root, args.representative_split, args.representative_images)
         representative = [image for image, _, _ in calibration]
     examples = dataset_examples(args.format, args.root, args.split, args.num_images)
-    os.makedirs(args.out, exist_ok=True)
+    make_folder(args.out)
     variants = {}
     for quantization in args.quantization:
         path = variant_path(args.out, args.model, quantization, args.input_size)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 
 from keras_deeplab import constants
-from keras_deeplab.commands.arguments import crf_parameter, number_pair, scales
+from keras_deeplab.commands.arguments import crf_parameter, number_pair, positive_int, scales
+from serving.settings import DEFAULT_MAX_PIXELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("predict", help="class maps of image files: palette PNG and overlay JPEG")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files (EXIF orientation applied)"
+    )
     parser.add_argument(
         "--model", required=True, help="a .keras file, a training run folder, a SavedModel folder or a .tflite file"
     )
@@ -23,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--crf-param", type=crf_parameter, action="append", default=[], metavar="NAME=VALUE", help="a CRF parameter"
     )
+    parser.add_argument(
+        "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W (default %(default)s)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -32,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, output_stride=args.output_stride, input_range=args.input_range)
     print(f"predicting with {predictor.description}")
     crf = dict(args.crf_param) if args.crf or args.crf_param else None
-    written = predict_files(args.images, predictor, args.out, args.scales, args.flip, crf)
+    written = predict_files(args.images, predictor, args.out, args.scales, args.flip, args.max_pixels, crf)
     for image_path, (mask_path, overlay_path) in zip(args.images, written, strict=True):
         print(f"{image_path}: {mask_path}, {overlay_path}")
     return 0

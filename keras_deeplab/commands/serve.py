@@ -9,7 +9,9 @@ from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_REQUEST_PIXELS,
     DEFAULT_PORT,
 )
 
@@ -23,6 +25,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-versions", type=positive_int, default=1, help="serve the N highest versions")
     parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W")
+    parser.add_argument(
+        "--max-request-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_REQUEST_PIXELS,
+        help="pixels of all the images of one request together (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-instances",
+        type=positive_int,
+        default=DEFAULT_MAX_INSTANCES,
+        help="images per request (default %(default)s)",
+    )
     parser.add_argument(
         "--max-concurrent", type=positive_int, default=DEFAULT_MAX_CONCURRENT, help="predictions at once"
     )
@@ -38,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         args.name,
         num_versions=args.num_versions,
         max_pixels=args.max_pixels,
+        max_request_pixels=args.max_request_pixels,
+        max_instances=args.max_instances,
         max_concurrent=args.max_concurrent,
     )
     try:
