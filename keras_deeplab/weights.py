@@ -13,11 +13,12 @@ class WeightFileError(ValueError):
     """A weight file does not fit the model: names the file and the first layer that does not match."""
 
 
-def read_legacy_h5_weights(path: str | os.PathLike) -> dict[str, list]:
+def read_legacy_h5_weights(path: str | os.PathLike, only: Collection[str] | None = None) -> dict[str, list]:
     """Layer name -> list of arrays, in the layer's weight order, from a Keras HDF5 weight file.
 
     Reads the layout of keras.applications' published files (`layer_names` at the root, each layer a group
-    with `weight_names`) and of `model.save("x.h5")` (the same under `model_weights`).
+    with `weight_names`) and of `model.save("x.h5")` (the same under `model_weights`). `only`: read just the
+    layers of these names that the file has (the others are not read from disk).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -35,6 +36,8 @@ def read_legacy_h5_weights(path: str | os.PathLike) -> dict[str, list]:
             )
         weights = {}
         for layer_name in _strings(group.attrs["layer_names"]):
+            if only is not None and layer_name not in only:
+                continue
             layer_group = group[layer_name]
             names = _strings(layer_group.attrs.get("weight_names", []))
             weights[layer_name] = [layer_group[name][()] for name in names]
