@@ -205,14 +205,13 @@ def build_model(
     if scales is None:
         logits = ResizeLike(align_corners, name="logits_upsample", dtype="float32")([scores, inputs])
         model = DeepLab(inputs, logits, build_config, features=features.tensors(), name=name)
-        network = model
     else:
         network = keras.Model(inputs, scores, name="scale_network")
         model = _multi_scale_model(network, scales, tuple(input_shape), align_corners, build_config, name)
     if backbone_weights is not None:
-        load_backbone_weights(network, backbone_weights, unused_layers=spec.unused_weight_layers)
+        load_backbone_weights(model, backbone_weights, unused_layers=spec.unused_weight_layers)
         if spec.load_head_weights is not None:
-            spec.load_head_weights(network, backbone_weights)
+            spec.load_head_weights(model, backbone_weights)
     return model
 
 

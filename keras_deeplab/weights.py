@@ -62,9 +62,21 @@ def load_backbone_weights(
     return copy_layer_weights(model, file_weights, os.fspath(path), missing_hint=hint)
 
 
+def weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """Layer name -> layer, for every layer of `model` that has weights, the layers of nested sub-models (the
+    shared "scale_network" of a model with multi_scale_inputs) in place of the sub-model itself."""
+    found = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.update(weighted_layers(layer))
+        elif layer.weights:
+            found[layer.name] = layer
+    return found
+
+
 def layer_weights(model: keras.Model) -> dict[str, list]:
-    """Layer name -> its weights (arrays), for every layer of `model` that has weights."""
-    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+    """Layer name -> its weights (arrays), for every layer of `model` that has weights (`weighted_layers`)."""
+    return {name: layer.get_weights() for name, layer in weighted_layers(model).items()}
 
 
 def copy_layer_weights(
@@ -82,7 +94,7 @@ def copy_layer_weights(
     `where` and the first layer missing on either side or differing in shape; nothing is set then. Returns the
     names of the layers set.
     """
-    model_layers = {layer.name: layer for layer in model.layers if layer.weights}
+    model_layers = weighted_layers(model)
     for name in weights:
         if name not in model_layers:
             detail = f" ({missing_hint})" if missing_hint else ""

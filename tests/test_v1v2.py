@@ -19,6 +19,7 @@ from keras_deeplab.losses import segmentation_loss
 from keras_deeplab.recipe import RecipeError, TrainSettings, load_recipe
 from keras_deeplab.training import train
 from keras_deeplab.training.step import classifier_variables, learning_rate_schedule, make_optimizer, make_train_step
+from keras_deeplab.weights import copy_layer_weights, layer_weights
 from tests.weight_files import write_legacy_h5_weights
 
 TINY_VGG = {"backbone": "vgg16", "width_multiplier": 0.125, "fc6": (3, 12, 16)}
@@ -140,6 +141,23 @@ def test_multi_scale_inputs_fuse_the_scales_by_their_maximum():
     assert model.build_config["multi_scale_inputs"] == list(scales)
     with pytest.raises(ValueError, match=r"including 1\.0"):
         build_model(8, 4, head="largefov", multi_scale_inputs=(0.5, 0.75), **TINY_VGG)
+
+
+def test_weights_move_by_layer_name_between_single_and_multi_scale_models(tmp_path):
+    options = {**TINY_VGG, "head": "aspp_v2", "aspp_v2_rates": (2, 4)}
+    single = build_model(8, 3, **options)
+    path = tmp_path / "single.h5"
+    write_legacy_h5_weights(single, path)
+    # as train.init_checkpoint does: a model's layers by name, into the shared network of a multi-scale model
+    copied = build_model(8, 3, multi_scale_inputs=(1.0, 0.5), **options)
+    copy_layer_weights(copied, layer_weights(single), "single", every_model_layer=True)
+    # as backbone_weights does: a weight file by layer name
+    loaded = build_model(8, 3, multi_scale_inputs=(1.0, 0.5), backbone_weights=str(path), **options)
+    for model in (copied, loaded):
+        network = model.get_layer("scale_network")
+        for layer in (layer for layer in single.layers if layer.weights):
+            for want, got in zip(layer.get_weights(), network.get_layer(layer.name).get_weights(), strict=True):
+                np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize(

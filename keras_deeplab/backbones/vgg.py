@@ -27,7 +27,7 @@ from keras import layers
 from keras_deeplab import constants
 from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec, scaled_width
 from keras_deeplab.layers import Conv2D, NormSettings
-from keras_deeplab.weights import WeightFileError, copy_layer_weights, read_legacy_h5_weights
+from keras_deeplab.weights import WeightFileError, copy_layer_weights, read_legacy_h5_weights, weighted_layers
 
 
 def vgg16_features(
@@ -127,7 +127,7 @@ def load_fc_weights(model, path: str | os.PathLike) -> list[str]:
     if not file_layers.get("fc1") or not file_layers.get("fc2"):
         return []
     weights = {}
-    for layer in model.layers:
+    for layer in weighted_layers(model).values():
         match = re.fullmatch(r"fc6(_\d+)?", layer.name)
         if match is None:
             continue

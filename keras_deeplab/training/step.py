@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras_deeplab.losses import segmentation_loss_terms
 from keras_deeplab.model import DeepLab, build_model
 from keras_deeplab.recipe import Recipe, TrainSettings
+from keras_deeplab.weights import weighted_layers
 
 
 def build_training_model(recipe: Recipe, num_replicas: int) -> DeepLab:
@@ -50,14 +51,12 @@ def learning_rate_schedule(train: TrainSettings) -> keras.optimizers.schedules.L
 def classifier_variables(model: keras.Model) -> list:
     """The trainable variables of the class-score layers: "logits" and "logits_<i>" (v2's branches' fc8), nested
     sub-models (multi_scale_inputs' "scale_network") included."""
-    found, pending = [], list(model.layers)
-    while pending:
-        layer = pending.pop()
-        if isinstance(layer, keras.Model):
-            pending.extend(layer.layers)
-        elif layer.name == "logits" or layer.name.startswith("logits_"):
-            found.extend(layer.trainable_weights)
-    return found
+    return [
+        variable
+        for name, layer in weighted_layers(model).items()
+        if name == "logits" or name.startswith("logits_")
+        for variable in layer.trainable_weights
+    ]
 
 
 def make_optimizer(train: TrainSettings, policy: str) -> keras.optimizers.Optimizer:
