@@ -58,6 +58,7 @@ PARTS = {
     "stem": ("conv1_", "pool1_", "entry_flow_conv1_", "Conv1", "bn_Conv1"),
     "backbone": ("conv", "block", "entry_flow_", "middle_flow_", "exit_flow_", "expanded_conv_"),
     "aspp": ("aspp_",),
+    "fc6_fc7": ("fc6", "fc7"),  # v1/v2's fully connected layers as convs (LargeFOV, ASPP-v2 on VGG-16)
     "decoder": ("decoder_",),
     "logits": ("logits",),
 }
@@ -89,7 +90,7 @@ def model_info(
         "parameters": model.count_params(),
         "multiply_adds": sum(by_part.values()),
         "multiply_adds_by_part": by_part,
-        "feature_size": list(model.features["high_level"].shape[1:3]),
+        "feature_size": list(model.features["high_level"].shape[1:3]) if "high_level" in model.features else None,
         "output_shape": list(model.output.shape[1:]),
         "model": model,
     }

@@ -1,6 +1,7 @@
 """The numbers of the DeepLab papers, in one place.
 
-Sources: DeepLabv3 (Chen et al., arXiv 1706.05587), DeepLabv3+ (arXiv 1802.02611). Nothing else in the project
+Sources: DeepLab v1 (Chen et al., arXiv 1412.7062), v2 (arXiv 1606.00915), DeepLabv3 (arXiv 1706.05587), DeepLabv3+
+(arXiv 1802.02611). Nothing else in the project
 hard-codes these values. The facts of each dataset (class names, colours, label maps, splits) are its
 descriptor's, in `keras_deeplab.descriptors`.
 """
@@ -89,6 +90,44 @@ MOBILENETV2_LOW_LEVEL_BLOCK = 2
 MOBILENETV2_WIDTH_DIVISOR = 8  # keras.applications rounds every scaled width to a multiple of 8
 MOBILENETV2_BATCH_NORM_EPSILON = 1e-3  # keras.applications' value, kept so its weight files load exactly
 MOBILENETV2_UNUSED_WEIGHT_LAYERS = ("Conv_1", "Conv_1_bn")  # the no-top file's final 1x1 conv to 1280 channels
+
+# VGG-16 as DeepLab v1 modifies it (the official deeplab-public exper/voc12/config/deeplab_largeFOV/train.prototxt,
+# read in the copy github.com/corenel/deeplab-public @ad566e9): conv widths per block, 3x3 max pooling with padding
+# 1 after every block (pool1..pool3 at stride 2, pool4 and pool5 at stride 1), conv5 dilated by 2: output stride 8.
+# keras.applications' VGG16 expects "caffe" inputs like its ResNets (BGR, ImageNet mean subtracted).
+VGG16_CAFFE_MEAN_BGR = RESNET_CAFFE_MEAN_BGR
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (filters, convs) of block1..block5
+VGG16_LOW_LEVEL_BLOCK = 2  # the v3+ decoder reads block2's pooled output (block3's input), stride 4
+VGG16_UNUSED_WEIGHT_LAYERS = ("fc1", "fc2", "predictions")  # the include_top file's classifier, read as fc6/fc7
+VGG16_FC_SIZE = 7  # keras.applications' fc1 sees block5's 7x7x512 pooled map of a 224x224 image
+VGG16_FC_WIDTH = 4096
+
+# The heads of v1 and v2 (no batch norm): `head="largefov"` (v1) puts fc6 (kernel, rate, filters) + ReLU +
+# dropout, fc7 (1x1, the same width) + ReLU + dropout and fc8 (1x1 to the classes) on the stride-8 feature. The
+# v1 paper's field-of-view table (Table 2) names four fc6 settings; DeepLab-LargeFOV is the last.
+V1_DROPOUT_RATE = 0.5
+V1_CLASSIFIER_INIT_STD = 0.01  # fc8's Gaussian weight filler in the official prototxts
+LARGEFOV_FC6 = (3, 12, 1024)  # DeepLab-LargeFOV: 3x3 kernel at rate 12, 1024 filters
+V1_FC6_VARIANTS = {
+    "DeepLab-CRF-7x7": (7, 4, 4096),
+    "DeepLab-CRF": (4, 4, 4096),
+    "DeepLab-CRF-4x4": (4, 8, 4096),
+    "DeepLab-CRF-LargeFOV": LARGEFOV_FC6,
+}
+# v1 Table 2's parameter counts for 21 classes, in millions.
+V1_FC6_VARIANT_PARAMETERS = {
+    "DeepLab-CRF-7x7": 134.3,
+    "DeepLab-CRF": 65.1,
+    "DeepLab-CRF-4x4": 65.1,
+    "DeepLab-CRF-LargeFOV": 20.5,
+}
+# v2's ASPP (`head="aspp_v2"`): parallel branches at these rates whose class scores are summed (v2 section 3.1,
+# Fig. 4; rates at output stride 8).
+ASPP_L_RATES = (6, 12, 18, 24)
+ASPP_S_RATES = (2, 4, 8, 12)
+HEADS = ("aspp", "largefov", "aspp_v2")
+# v2's multi-scale inputs ("MSC"): the image at these scales through one shared network, max-fused.
+MSC_SCALES = (1.0, 0.75, 0.5)
 
 # The fully connected CRF of DeepLab v1/v2 (Kraehenbuehl & Koltun, NIPS 2011), mean-field post-processing.
 # Defaults: the official DeepLab v2 code's `exper/run_densecrf.sh` (deeplab-public-ver2, read in the copies

@@ -1,12 +1,14 @@
-"""DeepLab heads: ASPP (v3) and the decoder (v3+), on backbone features."""
+"""DeepLab heads on backbone features: LargeFOV (v1), ASPP with summed class scores (v2), ASPP (v3), the decoder
+(v3+)."""
 
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 from keras_deeplab import constants
 from keras_deeplab.backbones.base import official_conv_names
-from keras_deeplab.layers import NormSettings, ResizeLike, conv_bn_relu
+from keras_deeplab.layers import Conv2D, NormSettings, ResizeLike, conv_bn_relu
 
 # Batch-norm epsilon of the official TF1 ASPP and decoder (`batch_norm_params` of tensorflow/models
 # research/deeplab/model.py), the same as ours.
@@ -43,6 +45,78 @@ def aspp(
     x = layers.Concatenate(name="aspp_concat")(branches)
     x = conv_bn_relu(x, filters, 1, name="aspp_projection", norm=norm)
     return layers.Dropout(dropout_rate, name="aspp_dropout")(x)
+
+
+def _classifier(x, num_classes: int, name: str, kernel_size: int = 1, rate: int = 1):
+    """fc8: a biased conv to the classes, initialised as the official v1/v2 code's (Gaussian, std 0.01; bias 0)."""
+    return Conv2D(
+        num_classes,
+        kernel_size,
+        padding="same",
+        dilation_rate=rate,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=constants.V1_CLASSIFIER_INIT_STD),
+        name=name,
+    )(x)
+
+
+def fully_connected(x, *, kernel_size: int, rate: int, filters: int, dropout_rate: float, suffix: str = ""):
+    """fc6 (`kernel_size` conv at `rate`, `filters` wide) + ReLU + dropout, fc7 (1x1, as wide) + ReLU + dropout:
+    VGG-16's fully connected layers run as convs, as DeepLab v1/v2 do. No batch norm. (B, h, w, C) ->
+    (B, h, w, filters). Layers "fc6{suffix}", "fc7{suffix}" (their ImageNet initialisation: `vgg.load_fc_weights`).
+    """
+    x = Conv2D(filters, kernel_size, padding="same", dilation_rate=rate, activation="relu", name=f"fc6{suffix}")(x)
+    x = layers.Dropout(dropout_rate, name=f"fc6{suffix}_dropout")(x)
+    x = Conv2D(filters, 1, activation="relu", name=f"fc7{suffix}")(x)
+    return layers.Dropout(dropout_rate, name=f"fc7{suffix}_dropout")(x)
+
+
+def largefov(
+    features,
+    *,
+    num_classes: int,
+    fc6=constants.LARGEFOV_FC6,
+    dropout_rate: float = constants.V1_DROPOUT_RATE,
+):
+    """DeepLab v1's head: (B, h, w, C) -> class scores (B, h, w, num_classes).
+
+    The LargeFOV prototxt's "pool5a" (3x3 average pooling, stride 1, padding 1 counted as zeros as Caffe does),
+    then `fully_connected` with `fc6` = (kernel size, rate, filters), then fc8 ("logits", 1x1 to the classes).
+    """
+    kernel_size, rate, filters = fc6
+    x = layers.ZeroPadding2D(1, name="pool5a_pad")(features)
+    x = layers.AveragePooling2D(3, strides=1, name="pool5a")(x)
+    x = fully_connected(x, kernel_size=kernel_size, rate=rate, filters=filters, dropout_rate=dropout_rate)
+    return _classifier(x, num_classes, "logits")
+
+
+def aspp_v2(
+    features,
+    *,
+    num_classes: int,
+    rates=constants.ASPP_L_RATES,
+    fc6=None,
+    dropout_rate: float = constants.V1_DROPOUT_RATE,
+):
+    """DeepLab v2's ASPP: one branch per rate, each to class scores, the scores summed: (B, h, w, num_classes).
+
+    With `fc6` = (kernel size, rate, filters) (VGG-16), a branch is fc6 at the branch's rate (fc6's own rate is
+    not used) and fc7 (`fully_connected`, layers "fc6_i", "fc7_i") then fc8 "logits_i" (1x1); without (ResNet),
+    a branch is one 3x3 conv at its rate straight to the classes ("logits_i"), as the official v2 prototxts
+    (fc8_voc12_1..4 for VGG-16, fc1_voc12_c0..c3 for ResNet-101). The sum is the layer "logits".
+    """
+    scores = []
+    for index, rate in enumerate(rates, start=1):
+        if fc6 is None:
+            scores.append(_classifier(features, num_classes, f"logits_{index}", kernel_size=3, rate=rate))
+            continue
+        kernel_size, _, filters = fc6
+        x = fully_connected(
+            features, kernel_size=kernel_size, rate=rate, filters=filters, dropout_rate=dropout_rate, suffix=f"_{index}"
+        )
+        scores.append(_classifier(x, num_classes, f"logits_{index}"))
+    if len(scores) == 1:
+        return layers.Identity(name="logits")(scores[0])
+    return layers.Add(name="logits")(scores)
 
 
 def decoder(

@@ -42,6 +42,41 @@ class ResizeLike(layers.Layer):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
 
+def scaled_size(size, scale: float):
+    """The side of an image of side `size` (int or int tensor) at `scale`: floor((size - 1) * scale) + 1, Caffe's
+    Interp rule in DeepLab v2's multi-scale inputs (321 -> 241 at 0.75, 161 at 0.5; corners stay aligned)."""
+    return tf.cast(tf.math.floor(tf.cast(size - 1, tf.float32) * scale), tf.int32) + 1
+
+
+@keras.saving.register_keras_serializable(package="keras_deeplab")
+class ScaleImage(layers.Layer):
+    """Bilinear resize of images (B, H, W, C) to `scaled_size` of H and W at `scale` (v2's multi-scale inputs)."""
+
+    def __init__(self, scale: float, align_corners: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.align_corners = bool(align_corners)
+
+    def call(self, inputs):
+        size = scaled_size(tf.shape(inputs)[1:3], self.scale)
+        if self.align_corners:
+            resized = tf.raw_ops.ResizeBilinear(images=inputs, size=size, align_corners=True)
+        else:
+            resized = tf.image.resize(inputs, size, method="bilinear")
+        return tf.cast(resized, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "align_corners": self.align_corners}
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+
+        def side(value):
+            return None if value is None else int((value - 1) * self.scale) + 1
+
+        return (batch, side(height), side(width), channels)
+
+
 @keras.saving.register_keras_serializable(package="keras_deeplab")
 class PixelNormalization(layers.Layer):
     """RGB pixels in [0, 255] (B, H, W, 3) -> `(pixels[..., order] - mean) * scale`, the backbone's convention.

@@ -1,4 +1,5 @@
-"""`build_model`: DeepLabv3 (ASPP) and DeepLabv3+ (ASPP + decoder) as one Keras functional model."""
+"""`build_model`: DeepLab v1 (LargeFOV), v2 (ASPP, summed scores; multi-scale inputs), v3 (ASPP) and v3+ (ASPP +
+decoder) as one Keras functional model."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from keras import layers
 from keras_deeplab import constants, heads
 from keras_deeplab.backbones import backbone_build_options, backbone_spec
 from keras_deeplab.descriptors import VOC
-from keras_deeplab.layers import NormSettings, PixelNormalization, ResizeLike
+from keras_deeplab.layers import NormSettings, PixelNormalization, ResizeLike, ScaleImage
 from keras_deeplab.weights import load_backbone_weights
 
 
@@ -24,10 +25,14 @@ class DeepLab(keras.Model):
     saves, so `.keras` files rebuild the same graph, and `with_output_stride` rebuilds it at another stride.
     """
 
-    def __init__(self, inputs, outputs, build_config: dict[str, Any], features=None, **kwargs) -> None:
+    def __init__(
+        self, inputs, outputs, build_config: dict[str, Any], features=None, scale_logits=None, **kwargs
+    ) -> None:
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.build_config = dict(build_config)
         self.features = dict(features or {})
+        # multi_scale_inputs: {"logits_scale_S": each scale's logits at the input size}, the loss's other terms
+        self.scale_logits = dict(scale_logits or {})
 
     def get_config(self) -> dict[str, Any]:
         return {"build_config": self.build_config, "name": self.name}
@@ -43,8 +48,19 @@ class DeepLab(keras.Model):
         return other
 
     def feature_model(self) -> keras.Model:
-        """A model on the same layers returning {'low_level', 'high_level', 'logits'}: backbone features too."""
-        return keras.Model(self.input, {**self.features, "logits": self.outputs[0]}, name=f"{self.name}_features")
+        """A model on the same layers returning {'low_level', 'high_level', 'logits'}: backbone features too.
+
+        With multi_scale_inputs: {'logits', 'logits_scale_1.0', 'logits_scale_0.75', ...} (no backbone features:
+        the backbone runs once per scale inside the shared sub-model "scale_network")."""
+        outputs = {**self.features, **self.scale_logits, "logits": self.outputs[0]}
+        return keras.Model(self.input, outputs, name=f"{self.name}_features")
+
+    def training_model(self) -> keras.Model:
+        """The same layers returning [fused logits, each scale's logits] with multi_scale_inputs (v2 puts a loss on
+        every one); the model itself otherwise."""
+        if not self.scale_logits:
+            return self
+        return keras.Model(self.input, [self.outputs[0], *self.scale_logits.values()], name=f"{self.name}_training")
 
 
 def build_model(
@@ -67,17 +83,21 @@ def build_model(
     align_corners: bool = False,
     width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
     depthwise_relu: bool = True,
+    head: str = "aspp",
+    fc6: Sequence[int] = constants.LARGEFOV_FC6,
+    aspp_v2_rates: Sequence[int] = constants.ASPP_L_RATES,
+    multi_scale_inputs: Sequence[float] | None = None,
     backbone_weights: str | None = None,
     name: str = "deeplab",
 ) -> DeepLab:
-    """Build DeepLabv3 (`decoder=False`) or DeepLabv3+ (`decoder=True`).
+    """Build DeepLabv3 (`decoder=False`) or DeepLabv3+ (`decoder=True`); v1 and v2 with `head`.
 
     Args:
       output_stride: input size / final feature size: 8, 16 or 32. Weights are interchangeable between
         strides (`with_output_stride`), as the paper trains at 16 and evaluates at 8.
       num_classes: logits channels.
       backbone: one of keras_deeplab.backbones.BACKBONES: "resnet50", "resnet101", "xception65" (the v3+ paper's
-        aligned Xception) or "mobilenetv2".
+        aligned Xception), "mobilenetv2" or "vgg16" (DeepLab v1/v2's VGG-16, no batch norm).
       stem: "keras" (7x7 conv, loads keras.applications weights) or "beta" (three 3x3 convs); ResNets only.
       multi_grid: unit rates of block4 and the cascade blocks, multiplied by the stage's rate; ResNets only.
       extra_blocks: 0..3 cascaded copies of block4 (block5..block7) with doubling rates; ResNets only.
@@ -96,7 +116,18 @@ def build_model(
         where keras has 16). MobileNetV2 only.
       depthwise_relu: Xception-65 puts a ReLU after the batch norm of every depthwise conv (the v3+ paper);
         False: only in the exit flow's last block, as the official code does. Xception-65 only.
-      backbone_weights: a local keras.applications ImageNet weight file (.h5) to load into the backbone.
+      head: "aspp" (v3, with `decoder` v3+), "largefov" (v1: pool5a, fc6, fc7, fc8) or "aspp_v2" (v2: a branch
+        per `aspp_v2_rates`, class scores summed; fc6/fc7/fc8 branches on VGG-16, one 3x3 conv on the others). The
+        v1/v2 heads have no batch norm and take their rates as given at any output stride (the papers': 8).
+      fc6: (kernel size, rate, filters) of v1's fc6 (LargeFOV's (3, 12, 1024); constants.V1_FC6_VARIANTS); with
+        "aspp_v2" its kernel size and filters make each VGG-16 branch's fc6.
+      aspp_v2_rates: the "aspp_v2" branches' rates: ASPP-L (6, 12, 18, 24) or ASPP-S (2, 4, 8, 12).
+      multi_scale_inputs: v2's "MSC", e.g. (1.0, 0.75, 0.5): the network (one shared sub-model, "scale_network")
+        runs on the image resized to each scale; each scale's class scores are resized to those of scale 1.0
+        (which must be listed) and fused by the per-pixel maximum. The output is the fused logits at the input
+        size; `training_model()` adds each scale's logits for the loss.
+      backbone_weights: a local keras.applications ImageNet weight file (.h5) to load into the backbone; for
+        VGG-16 its include_top file also initialises fc6/fc7 (`backbones.vgg.decimated_fc_weights`).
 
     Returns: a DeepLab model mapping RGB [0, 255] (B, H, W, 3) to float32 logits (B, H, W, num_classes).
     """
@@ -140,27 +171,88 @@ def build_model(
         "width_divisor": width_divisor,
         "depthwise_relu": depthwise_relu,
     }
+    fc6, aspp_v2_rates, scales = _check_head_options(head, decoder, fc6, aspp_v2_rates, multi_scale_inputs)
+    if head != "aspp":  # absent for v3/v3+ models: their build_config (and saved files, checkpoints) as before
+        build_config.update(head=head, fc6=list(fc6), aspp_v2_rates=list(aspp_v2_rates))
+    if scales is not None:
+        build_config["multi_scale_inputs"] = list(scales)
     norm = NormSettings(momentum=batch_norm_momentum, synchronized=sync_batch_norm)
-    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    inputs = keras.Input(shape=tuple(input_shape), name="scaled_image" if scales else "image")
     pixels = PixelNormalization(
         spec.pixel_mean, scale=spec.pixel_scale, reverse_channels=spec.reverse_channels, name="preprocessing"
     )(inputs)
     features = spec.build(pixels, output_stride=output_stride, norm=norm, width_multiplier=width_multiplier, **options)
-    x = heads.aspp(
-        features.high_level,
-        output_stride=output_stride,
-        norm=norm,
-        filters=aspp_filters,
-        separable=separable,
-        dropout_rate=dropout_rate,
-        light=light_aspp,
-        align_corners=align_corners,
-    )
-    if decoder:
-        x = heads.decoder(x, features.low_level, norm=norm, separable=separable, align_corners=align_corners)
-    x = layers.Conv2D(num_classes, 1, name="logits")(x)
-    logits = ResizeLike(align_corners, name="logits_upsample", dtype="float32")([x, inputs])
-    model = DeepLab(inputs, logits, build_config, features=features.tensors(), name=name)
+    if head == "largefov":
+        scores = heads.largefov(features.high_level, num_classes=num_classes, fc6=fc6)
+    elif head == "aspp_v2":
+        scores = heads.aspp_v2(
+            features.high_level, num_classes=num_classes, rates=aspp_v2_rates, fc6=fc6 if spec.fc_head else None
+        )
+    else:
+        x = heads.aspp(
+            features.high_level,
+            output_stride=output_stride,
+            norm=norm,
+            filters=aspp_filters,
+            separable=separable,
+            dropout_rate=dropout_rate,
+            light=light_aspp,
+            align_corners=align_corners,
+        )
+        if decoder:
+            x = heads.decoder(x, features.low_level, norm=norm, separable=separable, align_corners=align_corners)
+        scores = layers.Conv2D(num_classes, 1, name="logits")(x)
+    if scales is None:
+        logits = ResizeLike(align_corners, name="logits_upsample", dtype="float32")([scores, inputs])
+        model = DeepLab(inputs, logits, build_config, features=features.tensors(), name=name)
+    else:
+        network = keras.Model(inputs, scores, name="scale_network")
+        model = _multi_scale_model(network, scales, tuple(input_shape), align_corners, build_config, name)
     if backbone_weights is not None:
         load_backbone_weights(model, backbone_weights, unused_layers=spec.unused_weight_layers)
+        if spec.load_head_weights is not None:
+            spec.load_head_weights(model, backbone_weights)
     return model
+
+
+def _check_head_options(head, decoder, fc6, aspp_v2_rates, multi_scale_inputs):
+    """(fc6, aspp_v2_rates, scales) as tuples; ValueError naming the option that does not fit."""
+    if head not in constants.HEADS:
+        raise ValueError(f"head must be one of {constants.HEADS}, got {head!r}")
+    if decoder and head != "aspp":
+        raise ValueError(f"decoder=True needs head='aspp' (the v3+ decoder reads the ASPP output), got {head!r}")
+    fc6 = tuple(fc6)
+    if len(fc6) != 3 or not all(isinstance(value, int) and value > 0 for value in fc6):
+        raise ValueError(f"fc6 must be (kernel size, rate, filters), three positive integers, got {list(fc6)}")
+    aspp_v2_rates = tuple(aspp_v2_rates)
+    if not aspp_v2_rates or not all(isinstance(rate, int) and rate > 0 for rate in aspp_v2_rates):
+        raise ValueError(f"aspp_v2_rates must be positive integers, got {list(aspp_v2_rates)}")
+    scales = None
+    if multi_scale_inputs is not None:
+        scales = tuple(float(scale) for scale in multi_scale_inputs)
+        if 1.0 not in scales or min(scales) <= 0 or len(set(scales)) != len(scales):
+            raise ValueError(f"multi_scale_inputs must be distinct positive scales including 1.0, got {list(scales)}")
+    return fc6, aspp_v2_rates, scales
+
+
+def _multi_scale_model(network, scales, input_shape, align_corners, build_config, name) -> DeepLab:
+    """v2's MSC around the single-scale `network` (image -> class scores at the feature resolution)."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    scores = {}
+    for scale in scales:
+        image = inputs if scale == 1.0 else ScaleImage(scale, align_corners, name=f"image_scale_{scale:g}")(inputs)
+        scores[scale] = network(image)
+    reference = scores[1.0]
+    aligned = [
+        value if scale == 1.0 else ResizeLike(align_corners, name=f"scores_resize_{scale:g}")([value, reference])
+        for scale, value in scores.items()
+    ]
+    fused = layers.Maximum(name="scores_max")(aligned)
+    logits = ResizeLike(align_corners, name="logits_upsample", dtype="float32")([fused, inputs])
+    scale_logits = {
+        f"logits_scale_{scale:g}": ResizeLike(align_corners, name=f"logits_upsample_{scale:g}", dtype="float32")(
+            [value, inputs]
+        )
+        for scale, value in scores.items()
+    }
+    return DeepLab(inputs, logits, build_config, scale_logits=scale_logits, name=name)

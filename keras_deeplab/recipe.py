@@ -50,13 +50,22 @@ class DataSettings:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """The optimisation: SGD with momentum, poly learning rate, L2 weight decay on conv kernels."""
+    """The optimisation: SGD with momentum, poly (or step) learning rate, L2 weight decay on conv kernels.
+
+    `lr_schedule` "poly": (learning_rate - end) * (1 - step / steps) ** lr_power + end (v2, v3); "step":
+    learning_rate * lr_step_factor ** floor(step / lr_step_every) (v1). `classifier_lr_multiplier` scales the
+    learning rate of the class-score layers ("logits", v1/v2's fc8 "logits_1".."logits_4"), as v1/v2's lr_mult 10.
+    """
 
     steps: int = 30000
     global_batch_size: int = 16
     learning_rate: float = 0.007
+    lr_schedule: str = "poly"
     end_learning_rate: float = 0.0
     lr_power: float = 0.9
+    lr_step_every: int | None = None
+    lr_step_factor: float = 0.1
+    classifier_lr_multiplier: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     freeze_batch_norm: bool = False
@@ -110,6 +119,7 @@ SECTIONS = {
 }
 CHOICES = {
     ("train", "precision"): ("float32", "mixed"),
+    ("train", "lr_schedule"): ("poly", "step"),
     ("distribution", "strategy"): ("auto", "mirrored", "multi_worker"),
 }
 
@@ -282,6 +292,8 @@ def _check_values(recipe: Recipe, path: str) -> None:
         "train.steps": recipe.train.steps,
         "train.global_batch_size": recipe.train.global_batch_size,
         "train.learning_rate": recipe.train.learning_rate,
+        "train.lr_step_factor": recipe.train.lr_step_factor,
+        "train.classifier_lr_multiplier": recipe.train.classifier_lr_multiplier,
         "data.crop_size": recipe.data.crop_size,
         "data.min_scale": recipe.data.min_scale,
         "checkpoint.every_steps": recipe.checkpoint.every_steps,
@@ -290,6 +302,8 @@ def _check_values(recipe: Recipe, path: str) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise RecipeError(f"{path}: '{key}' must be positive, got {value}")
+    if recipe.train.lr_schedule == "step" and not (recipe.train.lr_step_every or 0) > 0:
+        raise RecipeError(f"{path}: 'train.lr_step_every' must be a positive integer with lr_schedule \"step\"")
     if recipe.data.max_scale < recipe.data.min_scale:
         raise RecipeError(f"{path}: 'data.max_scale' ({recipe.data.max_scale}) is below 'data.min_scale'")
     try:

@@ -13,11 +13,12 @@ class WeightFileError(ValueError):
     """A weight file does not fit the model: names the file and the first layer that does not match."""
 
 
-def read_legacy_h5_weights(path: str | os.PathLike) -> dict[str, list]:
+def read_legacy_h5_weights(path: str | os.PathLike, only: Collection[str] | None = None) -> dict[str, list]:
     """Layer name -> list of arrays, in the layer's weight order, from a Keras HDF5 weight file.
 
     Reads the layout of keras.applications' published files (`layer_names` at the root, each layer a group
-    with `weight_names`) and of `model.save("x.h5")` (the same under `model_weights`).
+    with `weight_names`) and of `model.save("x.h5")` (the same under `model_weights`). `only`: read just the
+    layers of these names that the file has (the others are not read from disk).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -35,6 +36,8 @@ def read_legacy_h5_weights(path: str | os.PathLike) -> dict[str, list]:
             )
         weights = {}
         for layer_name in _strings(group.attrs["layer_names"]):
+            if only is not None and layer_name not in only:
+                continue
             layer_group = group[layer_name]
             names = _strings(layer_group.attrs.get("weight_names", []))
             weights[layer_name] = [layer_group[name][()] for name in names]
@@ -59,9 +62,21 @@ def load_backbone_weights(
     return copy_layer_weights(model, file_weights, os.fspath(path), missing_hint=hint)
 
 
+def weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """Layer name -> layer, for every layer of `model` that has weights, the layers of nested sub-models (the
+    shared "scale_network" of a model with multi_scale_inputs) in place of the sub-model itself."""
+    found = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.update(weighted_layers(layer))
+        elif layer.weights:
+            found[layer.name] = layer
+    return found
+
+
 def layer_weights(model: keras.Model) -> dict[str, list]:
-    """Layer name -> its weights (arrays), for every layer of `model` that has weights."""
-    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+    """Layer name -> its weights (arrays), for every layer of `model` that has weights (`weighted_layers`)."""
+    return {name: layer.get_weights() for name, layer in weighted_layers(model).items()}
 
 
 def copy_layer_weights(
@@ -79,7 +94,7 @@ def copy_layer_weights(
     `where` and the first layer missing on either side or differing in shape; nothing is set then. Returns the
     names of the layers set.
     """
-    model_layers = {layer.name: layer for layer in model.layers if layer.weights}
+    model_layers = weighted_layers(model)
     for name in weights:
         if name not in model_layers:
             detail = f" ({missing_hint})" if missing_hint else ""

@@ -11,13 +11,13 @@ from typing import Any
 
 from keras_deeplab.backbones.base import BackboneFeatures, BackboneSpec, FeatureInfo
 
-BACKBONES = ("resnet50", "resnet101", "xception65", "mobilenetv2")
+BACKBONES = ("resnet50", "resnet101", "xception65", "mobilenetv2", "vgg16")
 
 
 def _specs() -> dict[str, BackboneSpec]:
-    from keras_deeplab.backbones import mobilenetv2, resnet, xception
+    from keras_deeplab.backbones import mobilenetv2, resnet, vgg, xception
 
-    return {spec.name: spec for spec in (*resnet.SPECS, xception.SPEC, mobilenetv2.SPEC)}
+    return {spec.name: spec for spec in (*resnet.SPECS, xception.SPEC, mobilenetv2.SPEC, vgg.SPEC)}
 
 
 def backbone_spec(name: str) -> BackboneSpec:

@@ -51,7 +51,10 @@ class BackboneSpec:
     normalisation its ImageNet weights expect (x - mean) * scale, in BGR order when `reverse_channels`.
     `imagenet_weights` names keras.applications' no-top weight file; `unused_weight_layers` are layers of that
     file the backbone leaves out on purpose. `light_aspp`: the official configuration's ASPP (image pooling
-    and 1x1 branches only).
+    and 1x1 branches only). `fc_head`: v2's ASPP head puts fc6/fc7 (the backbone's fully connected layers as
+    convs) in each branch, as on VGG-16; otherwise each branch is one 3x3 conv to the classes, as on ResNet-101.
+    `load_head_weights(model, path)`: loads the head layers that the ImageNet file also initialises (VGG-16's
+    fc1/fc2 as fc6/fc7) and returns their names; None: the file initialises no head layer.
     """
 
     name: str
@@ -63,6 +66,8 @@ class BackboneSpec:
     light_aspp: bool = False
     imagenet_weights: str = ""
     unused_weight_layers: Collection[str] = ()
+    fc_head: bool = False
+    load_head_weights: Callable[[Any, str], list[str]] | None = None
 
 
 class AtrousSchedule:

@@ -20,10 +20,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decoder", action="store_true", help="DeepLabv3+ decoder")
     parser.add_argument("--separable", action="store_true", help="atrous separable convs in ASPP/decoder")
     parser.add_argument("--extra-blocks", type=int, default=0, help="cascade copies of block4 (0..3)")
+    parser.add_argument("--head", default="aspp", choices=constants.HEADS, help="v3 ASPP, v1 LargeFOV or v2 ASPP")
+    parser.add_argument(
+        "--fc6", type=_integers, default=None, metavar="K,R,F", help="largefov's fc6 kernel, rate, filters (3,12,1024)"
+    )
+    parser.add_argument(
+        "--aspp-v2-rates", type=_integers, default=None, metavar="R,...", help="aspp_v2 branch rates (6,12,18,24)"
+    )
     parser.add_argument("--width-multiplier", type=float, default=1.0, help="backbone widths (MobileNetV2's alpha)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--summary", action="store_true", help="also print the Keras model summary")
     parser.set_defaults(run=run)
+
+
+def _integers(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(value) for value in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         separable=args.separable,
         extra_blocks=args.extra_blocks,
         width_multiplier=args.width_multiplier,
+        **_head_options(args),
     )
     model = info.pop("model")
     if args.json:
@@ -50,12 +68,31 @@ def run(args: argparse.Namespace) -> int:
     variant = (
         f"{args.stem} stem" if "stem" in backbone_spec(args.backbone).options else f"width {args.width_multiplier:g}"
     )
-    name = f"DeepLabv3{'+' if args.decoder else ''} {args.backbone} ({variant})"
+    if args.head == "largefov":
+        kernel, rate, filters = info["fc6"]
+        name = f"DeepLab v1 LargeFOV head (fc6 {kernel}x{kernel} rate {rate}, {filters} filters) {args.backbone}"
+    elif args.head == "aspp_v2":
+        name = f"DeepLab v2 ASPP head (rates {', '.join(map(str, info['aspp_v2_rates']))}) {args.backbone}"
+    else:
+        name = f"DeepLabv3{'+' if args.decoder else ''} {args.backbone}"
+    name = f"{name} ({variant})"
     print(f"{name}, output stride {args.output_stride}, input {args.input_size}x{args.input_size}")
-    print(f"  feature map     {info['feature_size'][0]}x{info['feature_size'][1]}")
+    if info["feature_size"]:
+        print(f"  feature map     {info['feature_size'][0]}x{info['feature_size'][1]}")
     print(f"  parameters      {info['parameters']:,}")
     print(f"  multiply-adds   {info['multiply_adds'] / 1e9:.2f} B")
     for part, count in info["multiply_adds_by_part"].items():
         if count:
             print(f"    {part:<13} {count / 1e9:.2f} B")
     return 0
+
+
+def _head_options(args: argparse.Namespace) -> dict:
+    """build_model's head options: none for the default ASPP head (its info as before)."""
+    if args.head == "aspp":
+        return {}
+    return {
+        "head": args.head,
+        "fc6": list(args.fc6 or constants.LARGEFOV_FC6),
+        "aspp_v2_rates": list(args.aspp_v2_rates or constants.ASPP_L_RATES),
+    }

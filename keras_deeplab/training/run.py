@@ -25,7 +25,7 @@ from keras_deeplab.loading import FINAL_MODEL, load_model
 from keras_deeplab.model import DeepLab, build_model
 from keras_deeplab.recipe import Recipe, RecipeError, load_recipe
 from keras_deeplab.training.inputs import distributed_training_data, open_sources
-from keras_deeplab.training.step import build_training_model, make_optimizer, make_train_step, poly_learning_rate
+from keras_deeplab.training.step import build_training_model, learning_rate_schedule, make_optimizer, make_train_step
 from keras_deeplab.training.strategy import dtype_policy, is_chief, make_strategy, precision_policy
 from keras_deeplab.visualize import colorize
 from keras_deeplab.weights import copy_layer_weights, layer_weights
@@ -130,7 +130,7 @@ class TrainingRun:
         train_step = make_train_step(self.model, self.optimizer, self.strategy, recipe.train)
         iterator = iter(distributed_training_data(self.strategy, train_source, recipe, start_step))
         writer = tf.summary.create_file_writer(os.path.join(recipe.run_dir, "logs", "train")) if self.chief else None
-        schedule = poly_learning_rate(recipe.train)
+        schedule = learning_rate_schedule(recipe.train)
         bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"]) if self.progress else None
         print(f"{recipe.run_dir}: training steps {start_step + 1}..{steps}", flush=True)
         for step in range(start_step + 1, steps + 1):

@@ -2,7 +2,9 @@
 
 The loss: per-pixel cross-entropy normalised by the counted pixels of the whole global batch (so any split over
 replicas gives the gradient of the whole batch), L2 weight decay on conv kernels; SGD with momentum on the poly
-learning rate; synchronized batch norm when there is more than one replica.
+(or step) learning rate, the class-score layers' gradients scaled by `classifier_lr_multiplier`; synchronized batch
+norm when there is more than one replica. A model with multi_scale_inputs (v2's MSC) adds the loss of each
+scale's logits to that of the fused logits, as v2 does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tensorflow as tf
 from keras_deeplab.losses import segmentation_loss_terms
 from keras_deeplab.model import DeepLab, build_model
 from keras_deeplab.recipe import Recipe, TrainSettings
+from keras_deeplab.weights import weighted_layers
 
 
 def build_training_model(recipe: Recipe, num_replicas: int) -> DeepLab:
@@ -35,9 +38,30 @@ def poly_learning_rate(train: TrainSettings) -> keras.optimizers.schedules.Learn
     )
 
 
+def learning_rate_schedule(train: TrainSettings) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The recipe's schedule: poly (`poly_learning_rate`), or step: learning_rate * lr_step_factor **
+    floor(step / lr_step_every), Caffe's "step" policy of DeepLab v1 (x0.1 every 2000 iterations)."""
+    if train.lr_schedule == "step":
+        return keras.optimizers.schedules.ExponentialDecay(
+            train.learning_rate, train.lr_step_every, train.lr_step_factor, staircase=True
+        )
+    return poly_learning_rate(train)
+
+
+def classifier_variables(model: keras.Model) -> list:
+    """The trainable variables of the class-score layers: "logits" and "logits_<i>" (v2's branches' fc8), nested
+    sub-models (multi_scale_inputs' "scale_network") included."""
+    return [
+        variable
+        for name, layer in weighted_layers(model).items()
+        if name == "logits" or name.startswith("logits_")
+        for variable in layer.trainable_weights
+    ]
+
+
 def make_optimizer(train: TrainSettings, policy: str) -> keras.optimizers.Optimizer:
-    """SGD with momentum on the poly schedule; wrapped in dynamic loss scaling under float16."""
-    optimizer = keras.optimizers.SGD(poly_learning_rate(train), momentum=train.momentum)
+    """SGD with momentum on the recipe's schedule; wrapped in dynamic loss scaling under float16."""
+    optimizer = keras.optimizers.SGD(learning_rate_schedule(train), momentum=train.momentum)
     return keras.optimizers.LossScaleOptimizer(optimizer) if policy == "mixed_float16" else optimizer
 
 
@@ -51,18 +75,27 @@ def make_train_step(
 
     Each replica's loss sum is divided by the counted pixels of the whole global batch and its share of the
     weight decay by the number of replicas; the optimizer sums the replicas' gradients. The result is the
-    global loss (float32 scalar): cross-entropy + weight_decay * sum(kernel ** 2) / 2.
+    global loss (float32 scalar): cross-entropy + weight_decay * sum(kernel ** 2) / 2, the cross-entropy summed
+    over the fused and each scale's logits for a model with multi_scale_inputs (`DeepLab.training_model`). The
+    gradients of `classifier_variables` are multiplied by train.classifier_lr_multiplier (for SGD, the same as
+    their learning rate multiplied).
     """
     num_replicas = strategy.num_replicas_in_sync
     kernels = [variable for variable in model.trainable_variables if variable.name.endswith("kernel")]
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    network = model.training_model() if isinstance(model, DeepLab) else model
+    multiplier = float(getattr(train, "classifier_lr_multiplier", 1.0))
+    boosted = {id(variable) for variable in classifier_variables(model)} if multiplier != 1.0 else set()
 
     def replica_step(images, masks):
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            total, normalizer = segmentation_loss_terms(
-                masks, logits, class_weights=train.class_weights, hard_pixel_fraction=train.hard_pixel_fraction
-            )
+            outputs = network(images, training=True)
+            total, normalizer = 0.0, None
+            for logits in outputs if isinstance(outputs, list | tuple) else [outputs]:
+                term, normalizer = segmentation_loss_terms(
+                    masks, logits, class_weights=train.class_weights, hard_pixel_fraction=train.hard_pixel_fraction
+                )
+                total += term
             context = tf.distribute.get_replica_context()
             global_normalizer = context.all_reduce("sum", tf.stop_gradient(normalizer))
             loss = tf.math.divide_no_nan(total, global_normalizer)
@@ -71,7 +104,13 @@ def make_train_step(
                 loss += train.weight_decay * decay / num_replicas
             scaled_loss = optimizer.scale_loss(loss) if loss_scaling else loss
         variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables, strict=True))
+        gradients = tape.gradient(scaled_loss, variables)
+        if boosted:
+            gradients = [
+                gradient * multiplier if id(variable) in boosted and gradient is not None else gradient
+                for gradient, variable in zip(gradients, variables, strict=True)
+            ]
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return loss
 
     @tf.function
