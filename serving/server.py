@@ -29,7 +29,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,10 +38,13 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from keras_deeplab.crf import dense_crf
 from pipelines.decode import PixelLimitError, read_image_header
 from serving.export import tf_error_message
 from serving.predict import decode_photo
 from serving.settings import (
+    CLASS_MAP_OUTPUT,
+    CLASS_MAP_PNG_OUTPUT,
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT,
@@ -49,6 +52,7 @@ from serving.settings import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUEST_PIXELS,
     DEFAULT_PORT,
+    SCORES_OUTPUT,
     SERVING_SIGNATURE,
     model_versions,
 )
@@ -129,12 +133,14 @@ class RestApi:
         max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
         max_instances: int = DEFAULT_MAX_INSTANCES,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        crf: Mapping[str, float] | None = None,
     ) -> None:
         """Load the `num_versions` highest versions under `base_path` (TF Serving's default policy: 1).
 
         Limits, checked before decoding: `max_pixels` per image (height x width), `max_request_pixels` for all
         the images of one request together, `max_instances` images per request; `max_concurrent` predictions
-        run at once."""
+        run at once. `crf` (keywords of `crf.dense_crf`; {} for its defaults): every class map of the encoded-image
+        signature is the fully connected CRF's, which TF Serving itself cannot give (it is not a TensorFlow op)."""
         base_path = os.fspath(base_path)
         versions = model_versions(base_path)
         if not versions:
@@ -148,6 +154,7 @@ class RestApi:
         self.max_request_pixels = max_request_pixels
         self.max_instances = max_instances
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.crf = None if crf is None else dict(crf)
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer one request: (HTTP status, JSON object). Never raises for a bad request."""
@@ -233,8 +240,32 @@ class RestApi:
             if not specs[name].shape.is_compatible_with(tensors[name].shape):
                 raise RestError(400, f"input {name}: shape {tensors[name].shape} does not match {specs[name].shape}")
         with self._slots:
-            outputs = {name: tensor.numpy() for name, tensor in function(**tensors).items()}
+            outputs = {name: np.array(tensor) for name, tensor in function(**tensors).items()}
+            if self.crf is not None:
+                self._refine_with_crf(served, arrays, specs, outputs)
         return _outputs_to_json(outputs, row_format)
+
+    def _refine_with_crf(
+        self, served: ServedVersion, arrays: dict[str, np.ndarray], specs: dict[str, tf.TensorSpec], outputs: dict
+    ) -> None:
+        """Replace each image's class map (and PNG, and scores when asked) by the CRF's, on the image's own pixels
+        and the model's probabilities at its size (`logits` of the export: one more forward pass per image)."""
+        encoded = [name for name, spec in specs.items() if spec.dtype == tf.string]
+        if not encoded or not hasattr(served.loaded, "logits"):
+            raise RestError(400, "serve --crf refines the encoded-image signature of a keras-deeplab export only")
+        for index, image_bytes in enumerate(arrays[encoded[0]].reshape(-1)):
+            image = decode_photo(image_bytes, self.max_pixels)[0]
+            logits = served.loaded.logits(tf.constant(image[np.newaxis], tf.float32))[0]
+            refined = dense_crf(image, tf.nn.softmax(tf.cast(logits, tf.float32)).numpy(), **self.crf)
+            class_map = refined.argmax(-1)
+            height, width = class_map.shape
+            outputs[CLASS_MAP_OUTPUT][index, :height, :width] = class_map
+            png_dtype = np.uint8 if refined.shape[-1] <= 256 else np.uint16  # as the export writes them
+            outputs[CLASS_MAP_PNG_OUTPUT][index] = tf.io.encode_png(
+                class_map.astype(png_dtype)[..., np.newaxis]
+            ).numpy()
+            if SCORES_OUTPUT in outputs:
+                outputs[SCORES_OUTPUT][index, :height, :width] = refined
 
     def _check_costs(self, arrays: dict[str, np.ndarray], specs: dict[str, tf.TensorSpec]) -> None:
         """Refuse a request over its limits before anything is decoded (see __init__); every string input is an

@@ -21,9 +21,10 @@ from PIL import Image
 from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map, random_image
 
 from keras_deeplab.cli import main
+from keras_deeplab.crf import dense_crf
 from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
-from serving.server import _outputs_to_json, make_http_server
+from serving.server import RestApi, _outputs_to_json, make_http_server
 
 MAX_PIXELS = 60 * 60
 MAX_REQUEST_PIXELS = 3 * 50 * 50
@@ -356,3 +357,21 @@ def test_a_client_trickling_its_body_is_cut_off_after_the_timeout():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_serve_with_crf_answers_the_crf_class_maps(tmp_path_factory):
+    """`serve --crf`: the class map (and its PNG) of each image is dense_crf's on the model's probabilities."""
+    keras_path, base_path = export_tiny_model(tmp_path_factory)
+    model = load_model(keras_path)
+    api = RestApi(base_path, "deeplab", crf={"iterations": 2})
+    images = [random_image(*size, seed=index) for index, size in enumerate(ODD_SIZES)]
+    payload = {"instances": [b64(encode(image)) for image in images]}
+    status, answer = api.handle("POST", "/v1/models/deeplab:predict", json.dumps(payload).encode())
+    assert status == 200, answer
+    for image, prediction in zip(images, answer["predictions"], strict=True):
+        probabilities = tf.nn.softmax(model(image[np.newaxis].astype("float32"))).numpy()[0]
+        expected = dense_crf(image, probabilities, iterations=2).argmax(-1)
+        height, width = image.shape[:2]
+        np.testing.assert_array_equal(np.array(prediction["class_map"])[:height, :width], expected)
+        png = np.array(Image.open(io.BytesIO(base64.b64decode(prediction["class_map_png_bytes"]["b64"]))))
+        np.testing.assert_array_equal(png, expected)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_deeplab.commands.arguments import positive_int
+from keras_deeplab.commands.arguments import crf_parameter, positive_int
 from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-concurrent", type=positive_int, default=DEFAULT_MAX_CONCURRENT, help="predictions at once"
     )
     parser.add_argument("--quiet", action="store_true", help="no line per request")
+    parser.add_argument("--crf", action="store_true", help="class maps refined by the fully connected CRF")
+    parser.add_argument(
+        "--crf-param", type=crf_parameter, action="append", default=[], metavar="NAME=VALUE", help="a CRF parameter"
+    )
     parser.set_defaults(run=run)
 
 
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         max_request_pixels=args.max_request_pixels,
         max_instances=args.max_instances,
         max_concurrent=args.max_concurrent,
+        crf=dict(args.crf_param) if args.crf or args.crf_param else None,
     )
     try:
         server = make_http_server(
