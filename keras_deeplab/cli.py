@@ -61,13 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = args.verbose or os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
     if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow is first imported
+        # Read when TensorFlow is first imported. 3 silences its C++ error lines too: each failure reaches the
+        # user as the Python exception printed below (a lost worker of a cluster, for one, would otherwise add a
+        # dozen lines of gRPC detail to the one line that says what happened and what to do).
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.run(args) or 0)
     except USER_ERRORS as error:
         if args.debug:
             raise
         print(f"keras-deeplab {args.command}: error: {error}", file=sys.stderr)
+        if getattr(error, "exit_at_once", False):  # a process whose teardown would hang (a lost worker)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 1
     except KeyboardInterrupt:
         print(f"keras-deeplab {args.command}: interrupted", file=sys.stderr)

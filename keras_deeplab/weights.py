@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Collection
 
 import h5py
 import keras
+import numpy as np
 
 
 class WeightFileError(ValueError):
@@ -77,6 +79,18 @@ def weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
 def layer_weights(model: keras.Model) -> dict[str, list]:
     """Layer name -> its weights (arrays), for every layer of `model` that has weights (`weighted_layers`)."""
     return {name: layer.get_weights() for name, layer in weighted_layers(model).items()}
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of every weight of `model` (its dtype, shape and bytes, in the model's order): equal on two
+    models exactly when they hold the same numbers in the same places (the workers of a cluster after training,
+    a saved model and the one it was saved from)."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        array = np.ascontiguousarray(weight)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def copy_layer_weights(

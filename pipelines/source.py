@@ -106,6 +106,7 @@ class SegmentationSource:
     (class names, ignore label, colours, label map)."""
 
     records_are_small = True  # the whole of records() fits a shuffle buffer (paths, indices)
+    files: tuple[str, ...] = ()  # the files records() reads whole, one after another (TFRecord shards), if any
 
     def __init__(self, name: str, descriptor: DatasetDescriptor, skip_bad: bool = False):
         self.name = name
@@ -131,6 +132,10 @@ class SegmentationSource:
 
     def records(self) -> tf.data.Dataset:
         raise NotImplementedError
+
+    def records_of_files(self, files: Sequence[str]) -> tf.data.Dataset:
+        """The records of some of `self.files` only (sharding by file); only sources that have files have it."""
+        raise NotImplementedError(f"{self.name} does not read its records from files")
 
     def decode_record(self, *record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         raise NotImplementedError

@@ -196,11 +196,17 @@ class TFRecordSource(SegmentationSource):
                     raise
                 self.skipped.record(error)
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(self.shards)
+
     def records(self) -> tf.data.Dataset:
-        files = tf.data.Dataset.from_tensor_slices(self.shards)
-        return files.interleave(
+        return self.records_of_files(self.shards)
+
+    def records_of_files(self, files: Sequence[str]) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices(list(files)).interleave(
             lambda path: tf.data.TFRecordDataset(path).map(lambda record: (path, record)),
-            cycle_length=min(len(self.shards), MAX_OPEN_SHARDS),
+            cycle_length=min(len(files), MAX_OPEN_SHARDS),
             block_length=1,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,

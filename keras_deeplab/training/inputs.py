@@ -34,9 +34,11 @@ def open_sources(recipe: Recipe) -> tuple[SegmentationSource, SegmentationSource
 def distributed_training_data(
     strategy: tf.distribute.Strategy, source: SegmentationSource, recipe: Recipe, start_step: int
 ) -> tf.distribute.DistributedDataset:
-    """The training pipeline split over replicas: each input pipeline makes per-replica batches from its own
-    seed, derived from the recipe's seed, the step it starts at and its index (so a resumed run draws new
-    crops rather than repeating the first ones)."""
+    """The training pipeline split over replicas: each input pipeline (one per worker) reads its own part of
+    the source (by file for TFRecord shards when there are at least as many as workers, else by record: see
+    pipelines.datasets.shard_policy) and makes batches of global_batch_size / replicas from its own seed,
+    derived from the recipe's seed, the step it starts at and its index (so a resumed run draws new crops
+    rather than repeating the first ones)."""
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         seed = int(
@@ -52,6 +54,8 @@ def distributed_training_data(
             scale_step=recipe.data.scale_step,
             flip=recipe.data.flip,
             cache=recipe.data.cache,
+            num_shards=context.num_input_pipelines,
+            shard_index=context.input_pipeline_id,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -26,9 +26,37 @@ from keras_deeplab.model import DeepLab, build_model
 from keras_deeplab.recipe import Recipe, RecipeError, load_recipe
 from keras_deeplab.training.inputs import distributed_training_data, open_sources
 from keras_deeplab.training.step import build_training_model, learning_rate_schedule, make_optimizer, make_train_step
-from keras_deeplab.training.strategy import dtype_policy, is_chief, make_strategy, precision_policy
+from keras_deeplab.training.strategy import (
+    cluster_size,
+    cluster_sum,
+    dtype_policy,
+    is_chief,
+    lost_task,
+    make_strategy,
+    precision_policy,
+    this_task,
+)
 from keras_deeplab.visualize import colorize
-from keras_deeplab.weights import copy_layer_weights, layer_weights
+from keras_deeplab.weights import copy_layer_weights, layer_weights, weights_digest
+
+# What TensorFlow raises in a worker whose peer is gone: the collectives abort (UNAVAILABLE when the peer's
+# port refuses, or when the coordination service's heartbeats (10 s) find it gone), or are cancelled/aborted.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+class WorkerLostError(ConnectionError):
+    """A worker of the cluster stopped during training (killed, preempted, its host gone): the others stop too.
+
+    The process that raises it cannot tear TensorFlow's distributed runtime down cleanly: the destructor of the
+    distributed dataset's iterator waits tens of seconds for a buffer the lost peer will never fill. So a
+    command line that gets it should report it and end the process at once (`exit_at_once`).
+    """
+
+    exit_at_once = True
+
+
+class ClusterMismatchError(ValueError):
+    """The workers of a cluster do not start from the same state (their run folders are not one shared folder)."""
 
 
 def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool | None = None) -> dict[str, Any]:
@@ -66,19 +94,29 @@ def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool
     started = time.time()
     with dtype_policy(policy):
         run = TrainingRun(recipe, strategy, policy, progress)
-        run.loop(run.restore_or_initialise(), train_source, eval_source)
-    final_model = run.single_device_model()
-    result = {
-        "run_dir": recipe.run_dir,
-        "step": recipe.train.steps,
-        "model_path": os.path.join(recipe.run_dir, FINAL_MODEL),
-        "eval": run.evaluate(final_model, eval_source, recipe.train.steps),
-        "seconds": round(time.time() - started, 1),
-    }
-    if run.chief:
-        with atomic_path(result["model_path"]) as temporary:
-            final_model.save(temporary)
-        write_json(result_path, result)
+    try:
+        with dtype_policy(policy):
+            run.loop(run.restore_or_initialise(), train_source, eval_source)
+        final_model = run.single_device_model()
+        result = {
+            "run_dir": recipe.run_dir,
+            "step": recipe.train.steps,
+            "model_path": os.path.join(recipe.run_dir, FINAL_MODEL),
+            "weights_sha256": weights_digest(final_model),
+            "eval": run.evaluate(final_model, eval_source, recipe.train.steps),
+            "seconds": round(time.time() - started, 1),
+        }
+        if run.chief:
+            with atomic_path(result["model_path"]) as temporary:
+                final_model.save(temporary)
+            write_json(result_path, result)
+        if run.task:
+            run.step = "the end"
+            cluster_sum(strategy, 1)  # a barrier: every worker leaves the cluster only once all are done
+    except PEER_ERRORS as error:
+        if not run.task:
+            raise
+        raise run.lost(error) from error
     return result
 
 
@@ -90,6 +128,9 @@ class TrainingRun:
         self.strategy = strategy
         self.progress = progress
         self.chief = is_chief(strategy)
+        self.task = this_task(strategy)  # "worker 1" in a cluster, else ""
+        self.step: int | str = 0  # the step running now (for the message when a worker is lost)
+        self.saved_step = 0  # the step of the last checkpoint restored or written
         if self.chief:
             remove_leftovers(recipe.run_dir)
         with strategy.scope():
@@ -118,9 +159,35 @@ class TrainingRun:
                 copy_layer_weights(
                     self.model, source_weights, where, every_model_layer=True, error=CheckpointMismatchError
                 )
+        if self.task:
+            self._check_same_start(step)
         if self.chief:
             write_json(os.path.join(self.recipe.run_dir, "recipe.json"), self.recipe.to_dict())
+        self.step = self.saved_step = step
         return step
+
+    def _check_same_start(self, step: int) -> None:
+        """Every worker must resume at the same step (found in the one shared run folder)."""
+        replicas = self.strategy.num_replicas_in_sync
+        self.step = "the start"
+        total = cluster_sum(self.strategy, step)
+        if total != step * replicas:
+            raise ClusterMismatchError(
+                f"{self.recipe.run_dir}: {self.task} starts at step {step} but other workers do not (their steps "
+                f"sum to {total} over {replicas} replicas): run_dir must be one folder shared by every host"
+            )
+
+    def lost(self, error: tf.errors.OpError) -> WorkerLostError:
+        """The one-line account of a lost worker: which, when, and how to resume."""
+        where = f"at step {self.step}" if isinstance(self.step, int) else f"at {self.step} of the run"
+        if self.saved_step:
+            resume = f"resumes from the last checkpoint (step {self.saved_step})"
+        else:
+            resume = "starts again (no checkpoint was written yet)"
+        return WorkerLostError(
+            f"{lost_task(self.strategy, error.message)} was lost {where}, so {self.task} stopped too; run the same "
+            f"command again on every host: training {resume}"
+        )
 
     def loop(self, start_step: int, train_source, eval_source) -> None:
         """Steps start_step + 1 .. train.steps: log, checkpoint and evaluate on the recipe's schedule."""
@@ -132,8 +199,14 @@ class TrainingRun:
         writer = tf.summary.create_file_writer(os.path.join(recipe.run_dir, "logs", "train")) if self.chief else None
         schedule = learning_rate_schedule(recipe.train)
         bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"]) if self.progress else None
-        print(f"{recipe.run_dir}: training steps {start_step + 1}..{steps}", flush=True)
+        replicas = self.strategy.num_replicas_in_sync
+        split = (
+            f"global batch {recipe.train.global_batch_size} = {replicas} x {recipe.train.global_batch_size // replicas}"
+        )
+        where = f", {self.task} of {cluster_size()} workers" if self.task else ""
+        print(f"{recipe.run_dir}: training steps {start_step + 1}..{steps} ({split}{where})", flush=True)
         for step in range(start_step + 1, steps + 1):
+            self.step = step
             batch = next(iterator)
             loss = float(train_step(batch))
             if not np.isfinite(loss) and recipe.train.precision == "float32":
@@ -145,6 +218,7 @@ class TrainingRun:
                 self._log(writer, step, loss, learning_rate, batch, train_source)
             if step % recipe.checkpoint.every_steps == 0 or step == steps:
                 self.checkpoints.save(self.checkpoint, step, self.model_config)
+                self.saved_step = step
             if recipe.eval.every_steps and step % recipe.eval.every_steps == 0 and step < steps:
                 self.evaluate(self.single_device_model(), eval_source, step)
 

@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 
 import keras
@@ -34,6 +35,47 @@ def make_strategy(settings: DistributionSettings) -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()  # one per process: it joins the cluster
     tf.distribute.MirroredStrategy._collective_key_base = next(_strategies_made) * _COLLECTIVE_KEYS_PER_STRATEGY
     return tf.distribute.MirroredStrategy(settings.devices)
+
+
+def cluster_tasks(strategy: tf.distribute.Strategy) -> list[tuple[str, int, str]]:
+    """(job, index, address) of every task of the strategy's cluster (empty outside a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return []
+    jobs = resolver.cluster_spec().as_dict()
+    return [(job, index, address) for job, addresses in jobs.items() for index, address in enumerate(addresses)]
+
+
+def this_task(strategy: tf.distribute.Strategy) -> str:
+    """The task of the cluster this process is, e.g. "worker 1"; "" outside a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return f"{resolver.task_type} {resolver.task_id}" if resolver is not None and resolver.task_type else ""
+
+
+def lost_task(strategy: tf.distribute.Strategy, message: str) -> str:
+    """The other task of the cluster that TensorFlow's error `message` names, by address (gRPC's
+    "ipv4:host:port") or by name ("/job:worker/replica:0/task:1"), as "worker 1 (host:port)"; "a worker" when
+    it names none."""
+    own = this_task(strategy)
+    for job, index, address in cluster_tasks(strategy):
+        named = rf"(?<![\w.-]){re.escape(address)}(?!\d)|/job:{job}/(replica:\d+/)?task:{index}(?!\d)"
+        if f"{job} {index}" != own and re.search(named, message):
+            return f"{job} {index} ({address})"
+    return "a worker"
+
+
+def cluster_sum(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The sum over every replica of the cluster of `value` (this worker's), an all-reduce: it returns only
+    once every worker has called it, so it is also a barrier."""
+
+    def replica_value():
+        return tf.constant(value, tf.int64)
+
+    @tf.function
+    def total():
+        return strategy.reduce("sum", strategy.run(replica_value), axis=None)
+
+    return int(total())
 
 
 def cluster_size() -> int:
