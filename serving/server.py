@@ -21,8 +21,6 @@ without a socket.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import os
@@ -42,6 +40,7 @@ from keras_deeplab.crf import dense_crf
 from pipelines.decode import PixelLimitError, read_image_header
 from serving.export import tf_error_message
 from serving.predict import decode_photo
+from serving.rest_json import RestError, inputs_to_arrays, instances_to_arrays, outputs_to_json
 from serving.settings import (
     CLASS_MAP_OUTPUT,
     CLASS_MAP_PNG_OUTPUT,
@@ -57,8 +56,6 @@ from serving.settings import (
     model_versions,
 )
 
-BYTES_SUFFIX = "_bytes"
-BASE64_KEY = "b64"
 # Versions are int64 in TF Serving: up to 18 ASCII digits here (a longer one is a malformed request).
 PREDICT_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/([0-9]{1,18}))?:(classify|regress|predict)")
 STATUS_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/([0-9]{1,18}))?(/metadata)?")
@@ -81,15 +78,6 @@ HTTP_STATUS = {
     tf.errors.UNAVAILABLE: 503,
     tf.errors.UNAUTHENTICATED: 401,
 }
-
-
-class RestError(Exception):
-    """An answer other than 200: HTTP `status` and the message of the `{"error": ...}` body."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class ServedVersion:
@@ -227,9 +215,9 @@ class RestApi:
             instances = request["instances"]
             if isinstance(instances, list) and len(instances) > self.max_instances:
                 raise RestError(400, _too_many_instances(len(instances), self.max_instances))
-            arrays = _instances_to_arrays(instances, specs)
+            arrays = instances_to_arrays(instances, specs)
         else:
-            arrays = _inputs_to_arrays(request["inputs"], specs)
+            arrays = inputs_to_arrays(request["inputs"], specs)
         self._check_costs(arrays, specs)
         tensors = {}
         for name, array in arrays.items():
@@ -243,7 +231,7 @@ class RestApi:
             outputs = {name: np.array(tensor) for name, tensor in function(**tensors).items()}
             if self.crf is not None:
                 self._refine_with_crf(served, arrays, specs, outputs)
-        return _outputs_to_json(outputs, row_format)
+        return outputs_to_json(outputs, row_format)
 
     def _refine_with_crf(
         self, served: ServedVersion, arrays: dict[str, np.ndarray], specs: dict[str, tf.TensorSpec], outputs: dict
@@ -305,131 +293,6 @@ class RestApi:
 
 def _too_many_instances(count: int, limit: int) -> str:
     return f"{count} instances in one request; the limit is {limit} (serve --max-instances)"
-
-
-def _json_to_array(value: Any, dtype: tf.DType, where: str) -> np.ndarray:
-    """A JSON value (nested lists; `{"b64": ...}` for bytes) -> a dense array of `dtype` (strings: bytes)."""
-    shape = []
-    probe = value
-    while isinstance(probe, list):
-        shape.append(len(probe))
-        if not probe:
-            break
-        probe = probe[0]
-    leaves: list[Any] = []
-
-    def collect(item: Any, level: int) -> None:
-        if level < len(shape):
-            if not isinstance(item, list) or len(item) != shape[level]:
-                raise RestError(400, f"{where}: list at level {level} has not the expected size {shape[level]}")
-            for element in item:
-                collect(element, level + 1)
-        elif isinstance(item, list):
-            raise RestError(400, f"{where}: encountered list at unexpected level {level}")
-        else:
-            leaves.append(_json_leaf(item, dtype, where))
-
-    collect(value, 0)
-    if dtype == tf.string:
-        array = np.empty(len(leaves), dtype=object)
-        array[:] = leaves
-        return array.reshape(shape)
-    return np.asarray(leaves, dtype=dtype.as_numpy_dtype).reshape(shape)
-
-
-def _json_leaf(item: Any, dtype: tf.DType, where: str) -> Any:
-    if isinstance(item, dict):
-        if dtype != tf.string or set(item) != {BASE64_KEY} or not isinstance(item[BASE64_KEY], str):
-            raise RestError(400, f"{where}: JSON object {str(item)[:80]} is not a {BASE64_KEY!r} value for a string")
-        try:
-            return base64.b64decode(item[BASE64_KEY], validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise RestError(400, f"{where}: Unable to base64 decode ({error})") from error
-    if dtype == tf.string:
-        if not isinstance(item, str):
-            raise RestError(400, f"{where}: JSON Value: {item!r} is not of expected type: DT_STRING")
-        return item.encode("utf-8")
-    if dtype == tf.bool:
-        if not isinstance(item, bool):
-            raise RestError(400, f"{where}: JSON Value: {item!r} is not of expected type: DT_BOOL")
-        return item
-    if isinstance(item, bool) or not isinstance(item, (int, float)):
-        raise RestError(400, f"{where}: JSON Value: {item!r} is not of expected type: {dtype.name}")
-    if dtype.is_integer and not isinstance(item, int):
-        raise RestError(400, f"{where}: JSON Value: {item!r} is not of expected type: {dtype.name}")
-    return item
-
-
-def _is_base64_object(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {BASE64_KEY}
-
-
-def _instances_to_arrays(instances: Any, specs: dict[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
-    """Row format: one element per batch item; objects keyed by input name, or plain values for one input."""
-    if not isinstance(instances, list):
-        raise RestError(400, "Expecting 'instances' to be an list/array")
-    if not instances:
-        raise RestError(400, "No values in 'instances' array")
-    named = isinstance(instances[0], dict) and not _is_base64_object(instances[0])
-    if not named and len(specs) > 1:
-        raise RestError(400, f"instances is a plain list, but expecting objects with keys {sorted(specs)}")
-    rows: dict[str, list[np.ndarray]] = {name: [] for name in specs}
-    for index, instance in enumerate(instances):
-        if named != (isinstance(instance, dict) and not _is_base64_object(instance)):
-            raise RestError(400, f"item {index} of 'instances' is not like item 0 (all objects or all values)")
-        if named:
-            if set(instance) != set(specs):
-                raise RestError(400, f"item {index} of 'instances': keys must be equal to: {','.join(sorted(specs))}")
-            values = instance
-        else:
-            values = {next(iter(specs)): instance}
-        for name, value in values.items():
-            rows[name].append(_json_to_array(value, specs[name].dtype, f"item {index} of 'instances', input {name}"))
-    arrays = {}
-    for name, items in rows.items():
-        if any(item.shape != items[0].shape for item in items):
-            shapes = sorted({item.shape for item in items})
-            raise RestError(400, f"input {name}: instances have different shapes {shapes}; all must be alike")
-        arrays[name] = np.stack(items)
-    return arrays
-
-
-def _inputs_to_arrays(inputs: Any, specs: dict[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
-    """Columnar format: one value for a single input, or an object of input name -> value."""
-    if not isinstance(inputs, dict) or _is_base64_object(inputs):
-        if len(specs) > 1:
-            raise RestError(400, f"inputs is a plain value/list, but expecting an object with keys {sorted(specs)}")
-        name = next(iter(specs))
-        return {name: _json_to_array(inputs, specs[name].dtype, f"'inputs', input {name}")}
-    missing = sorted(set(specs) - set(inputs))
-    if missing:
-        raise RestError(400, f"Missing named input: {missing[0]} in 'inputs' object.")
-    return {name: _json_to_array(inputs[name], spec.dtype, f"'inputs', input {name}") for name, spec in specs.items()}
-
-
-def _value_to_json(array: np.ndarray, as_bytes: bool) -> Any:
-    if array.dtype != object:
-        return array.tolist()
-    if as_bytes:
-        encode = np.frompyfunc(lambda value: {BASE64_KEY: base64.b64encode(value).decode("ascii")}, 1, 1)
-    else:
-        encode = np.frompyfunc(lambda value: value.decode("utf-8", errors="replace"), 1, 1)
-    encoded = encode(array)
-    return encoded.tolist() if isinstance(encoded, np.ndarray) else encoded
-
-
-def _outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
-    """Row format: {"predictions": [per item]}; columnar: {"outputs": ...}; one output: its value, unnamed."""
-    converted = {name: _value_to_json(array, name.endswith(BYTES_SUFFIX)) for name, array in outputs.items()}
-    if not row_format:
-        return {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
-    sizes = {len(value) for value in converted.values()}
-    if len(sizes) != 1:
-        raise RestError(400, f"outputs have different batch sizes {sorted(sizes)}; use the columnar 'inputs' format")
-    if len(converted) == 1:
-        return {"predictions": next(iter(converted.values()))}
-    count = sizes.pop()
-    return {"predictions": [{name: value[index] for name, value in converted.items()} for index in range(count)]}
 
 
 def make_http_server(

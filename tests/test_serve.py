@@ -24,7 +24,8 @@ from keras_deeplab.cli import main
 from keras_deeplab.crf import dense_crf
 from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
-from serving.server import RestApi, _outputs_to_json, make_http_server
+from serving.rest_json import outputs_to_json
+from serving.server import RestApi, make_http_server
 
 MAX_PIXELS = 60 * 60
 MAX_REQUEST_PIXELS = 3 * 50 * 50
@@ -135,10 +136,10 @@ def test_columnar_format_and_named_instances(served):
 def test_json_answers_follow_tf_serving_rules():
     """One output tensor: its values without its name; several: objects (row) or a map (columnar)."""
     single = {"y": np.array([[1, 2], [3, 4]], np.int32)}
-    assert _outputs_to_json(single, row_format=True) == {"predictions": [[1, 2], [3, 4]]}
-    assert _outputs_to_json(single, row_format=False) == {"outputs": [[1, 2], [3, 4]]}
+    assert outputs_to_json(single, row_format=True) == {"predictions": [[1, 2], [3, 4]]}
+    assert outputs_to_json(single, row_format=False) == {"outputs": [[1, 2], [3, 4]]}
     strings = {"name": np.array([b"a"], object), "mask_bytes": np.array([b"\x00\xff"], object)}
-    assert _outputs_to_json(strings, row_format=True) == {"predictions": [{"name": "a", "mask_bytes": {"b64": "AP8="}}]}
+    assert outputs_to_json(strings, row_format=True) == {"predictions": [{"name": "a", "mask_bytes": {"b64": "AP8="}}]}
 
 
 def _truncated_jpeg():
