@@ -343,3 +343,74 @@ def test_slim_layout_is_resnet_v1_at_every_output_stride(stem):
     low_level = model.feature_model()(pixels)["low_level"]
     block1_unit2 = keras.Model(model.input, model.get_layer("conv2_block2_3_bn").output)(pixels)
     np.testing.assert_array_equal(low_level.numpy(), block1_unit2.numpy())
+
+
+def official_resnet_v1_beta(tensors, scope, units, images, output_stride, multi_grid=(1, 2, 4)):
+    """The official network, written here from tensorflow/models research/deeplab/core/resnet_v1_beta.py
+    (`bottleneck`, `root_block_fn_for_beta_variant`, `resnet_v1_beta`) and research/slim/nets/resnet_utils.py
+    (`conv2d_same`, `subsample`, `stack_blocks_dense`) with tf.nn ops on the official tensors, independent of our
+    layers: (decoder input 'block1/unit_2/bottleneck_v1/conv3', final feature)."""
+
+    def conv(x, name, stride=1, rate=1, relu=True, padding="SAME"):
+        x = tf.nn.conv2d(x, tensors[f"{name}/weights"], stride, padding, dilations=rate)
+        bn = {slot: tensors[f"{name}/BatchNorm/{slot}"] for slot in ("gamma", "beta", "moving_mean", "moving_variance")}
+        x = tf.nn.batch_normalization(x, bn["moving_mean"], bn["moving_variance"], bn["beta"], bn["gamma"], 1e-5)
+        return tf.nn.relu(x) if relu else x
+
+    def conv2d_same(x, name, stride, rate=1):
+        if stride == 1:
+            return conv(x, name, rate=rate)
+        pad_total = 3 + 2 * (rate - 1) - 1
+        begin = pad_total // 2
+        x = tf.pad(x, [[0, 0], [begin, pad_total - begin], [begin, pad_total - begin], [0, 0]])
+        return conv(x, name, stride, rate, padding="VALID")
+
+    def bottleneck(x, name, stride, rate):
+        depth = tensors[f"{name}/conv3/weights"].shape[-1]
+        if depth == x.shape[-1]:
+            shortcut = x if stride == 1 else tf.nn.max_pool2d(x, 1, stride, "SAME")
+        else:
+            shortcut = conv(x, f"{name}/shortcut", stride, relu=False)
+        residual = conv(x, f"{name}/conv1")
+        residual = conv2d_same(residual, f"{name}/conv2", stride, rate)
+        residual = conv(residual, f"{name}/conv3", relu=False)
+        return tf.nn.relu(shortcut + residual), residual
+
+    net = images * (2.0 / 255.0) - 1.0
+    net = conv2d_same(net, f"{scope}/conv1_1", 2)
+    net = conv(net, f"{scope}/conv1_2")
+    net = conv(net, f"{scope}/conv1_3")
+    net = tf.nn.max_pool2d(net, 3, 2, "SAME")
+    blocks = [[(1, 1)] * (count - 1) + [(2, 1)] for count in units[:3]] + [[(1, rate) for rate in multi_grid]]
+    current_stride, rate, decoder_input = 1, 1, None
+    for block, block_units in enumerate(blocks, start=1):
+        for unit, (stride, unit_rate) in enumerate(block_units, start=1):
+            name = f"{scope}/block{block}/unit_{unit}/bottleneck_v1"
+            if current_stride == output_stride // 4:
+                net, residual = bottleneck(net, name, 1, rate * unit_rate)
+                rate *= stride
+            else:
+                net, residual = bottleneck(net, name, stride, unit_rate)
+                current_stride *= stride
+            if (block, unit) == (1, 2):
+                decoder_input = residual
+    return decoder_input, net
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_slim_layout_computes_the_official_resnet_v1_beta(output_stride, tmp_path):
+    """The imported ResNet-v1-50 beta's features equal those of the official network written with tf.nn ops."""
+    config = {**SLIM_RESNET, "backbone": "resnet50", "output_stride": output_stride}
+    tensors = official_tensors(build_model(**config))
+    model = import_weights(write_checkpoint(str(tmp_path / "model.ckpt"), tensors))
+    assert model.build_config["output_stride"] == 16
+    model = model.with_output_stride(output_stride)
+    official = {name: value for name, value in tensors.items() if name.startswith("resnet_v1_50/")}
+    # 64 rows: an even map before the stem's max pool, whose "SAME" padding is then asymmetric; 97 columns: odd
+    pixels = np.random.default_rng(6).uniform(0, 255, (1, 64, 97, 3)).astype(np.float32)
+    expected = official_resnet_v1_beta(official, "resnet_v1_50", (3, 4, 6, 3), tf.constant(pixels), output_stride)
+    features = model.feature_model()(pixels)
+    for ours, theirs in zip((features["low_level"], features["high_level"]), expected, strict=True):
+        theirs = theirs.numpy()
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
