@@ -40,6 +40,12 @@ RESNET_BATCH_NORM_EPSILON = 1.001e-5
 RESNET_STAGE_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 RESNET_STAGE_FILTERS = (64, 128, 256, 512)  # bottleneck width; the stage outputs 4x as many channels
 RESNET_STEMS = ("keras", "beta")
+# Where a ResNet unit strides: "keras" (keras.applications: the first 1x1 conv of a stage's first unit) or "slim"
+# (tf-slim's resnet_v1 and DeepLab's resnet_v1_beta: the 3x3 conv of a block's last unit), see backbones/resnet.py.
+RESNET_LAYOUTS = ("keras", "slim")
+# The official DeepLab's ResNet-v1 (not beta) input: the ImageNet mean subtracted in RGB order
+# (tensorflow/models research/deeplab/core/feature_extractor.py, `_MEAN_RGB`); the beta variant's is [-1, 1].
+OFFICIAL_RESNET_MEAN_RGB = (123.15, 115.90, 103.06)
 # keras.applications' ResNets expect "caffe" inputs: BGR order, ImageNet mean subtracted, no scaling.
 RESNET_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 

@@ -83,6 +83,7 @@ def build_model(
     align_corners: bool = False,
     width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
     depthwise_relu: bool = True,
+    resnet_layout: str = "keras",
     head: str = "aspp",
     fc6: Sequence[int] = constants.LARGEFOV_FC6,
     aspp_v2_rates: Sequence[int] = constants.ASPP_L_RATES,
@@ -116,6 +117,10 @@ def build_model(
         where keras has 16). MobileNetV2 only.
       depthwise_relu: Xception-65 puts a ReLU after the batch norm of every depthwise conv (the v3+ paper);
         False: only in the exit flow's last block, as the official code does. Xception-65 only.
+      resnet_layout: "keras" (keras.applications' ResNet: stride in a stage's first 1x1 conv, biased convs; loads
+        its ImageNet files) or "slim" (the official DeepLab's ResNet-v1 of tf-slim: stride in the 3x3 conv of a
+        block's last unit, no conv biases, epsilon 1e-5, the official inputs: [-1, 1] RGB with stem "beta"); the
+        official weights import into "slim" (`import_weights`). ResNets only.
       head: "aspp" (v3, with `decoder` v3+), "largefov" (v1: pool5a, fc6, fc7, fc8) or "aspp_v2" (v2: a branch
         per `aspp_v2_rates`, class scores summed; fc6/fc7/fc8 branches on VGG-16, one 3x3 conv on the others). The
         v1/v2 heads have no batch norm and take their rates as given at any output stride (the papers': 8).
@@ -142,6 +147,7 @@ def build_model(
             "extra_blocks": extra_blocks,
             "width_divisor": width_divisor,
             "depthwise_relu": depthwise_relu,
+            "resnet_layout": resnet_layout,
         },
         {
             "stem": constants.RESNET_STEMS[0],
@@ -149,6 +155,7 @@ def build_model(
             "extra_blocks": 0,
             "width_divisor": constants.MOBILENETV2_WIDTH_DIVISOR,
             "depthwise_relu": True,
+            "resnet_layout": constants.RESNET_LAYOUTS[0],
         },
     )
     build_config = {
@@ -176,11 +183,18 @@ def build_model(
         build_config.update(head=head, fc6=list(fc6), aspp_v2_rates=list(aspp_v2_rates))
     if scales is not None:
         build_config["multi_scale_inputs"] = list(scales)
+    if resnet_layout != constants.RESNET_LAYOUTS[0]:  # absent by default: existing configs and checkpoints as before
+        build_config["resnet_layout"] = resnet_layout
     norm = NormSettings(momentum=batch_norm_momentum, synchronized=sync_batch_norm)
     inputs = keras.Input(shape=tuple(input_shape), name="scaled_image" if scales else "image")
-    pixels = PixelNormalization(
-        spec.pixel_mean, scale=spec.pixel_scale, reverse_channels=spec.reverse_channels, name="preprocessing"
-    )(inputs)
+    pixel_mean, pixel_scale, reverse_channels = (
+        spec.pixel_normalization(options)
+        if spec.pixel_normalization is not None
+        else (spec.pixel_mean, spec.pixel_scale, spec.reverse_channels)
+    )
+    pixels = PixelNormalization(pixel_mean, scale=pixel_scale, reverse_channels=reverse_channels, name="preprocessing")(
+        inputs
+    )
     features = spec.build(pixels, output_stride=output_stride, norm=norm, width_multiplier=width_multiplier, **options)
     if head == "largefov":
         scores = heads.largefov(features.high_level, num_classes=num_classes, fc6=fc6)

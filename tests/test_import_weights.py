@@ -268,3 +268,149 @@ def test_load_model_reads_a_published_file_through_the_import(small_source):
 
     model = load_model(small_source["checkpoint"], output_stride=16)
     np.testing.assert_allclose(model(small_source["pixels"]).numpy(), small_source["logits"], atol=1e-4)
+
+
+# The official DeepLab ResNet-v1-101 "beta" (tensorflow/models research/deeplab/core/resnet_v1_beta.py) at width
+# 1/8: the slim layout, stride in the 3x3 conv of each block's last unit, multi-grid (1, 2, 4) in block4.
+SLIM_RESNET = {
+    **{key: value for key, value in SMALL.items() if key != "width_divisor"},
+    "backbone": "resnet101",
+    "width_multiplier": 0.125,
+    "stem": "beta",
+    "resnet_layout": "slim",
+    "separable": False,
+}
+
+
+def test_resnet_v1_101_beta_checkpoint_imports_as_the_official_network(tmp_path):
+    model = build_model(**SLIM_RESNET)
+    tensors = official_tensors(model)
+    for name in (
+        "resnet_v1_101/conv1_3/BatchNorm/moving_variance",
+        "resnet_v1_101/block1/unit_1/bottleneck_v1/shortcut/weights",
+        "resnet_v1_101/block3/unit_23/bottleneck_v1/conv2/weights",
+        "resnet_v1_101/block4/unit_3/bottleneck_v1/conv3/BatchNorm/gamma",
+        "decoder/decoder_conv0/decoder_conv0_2/weights",
+    ):
+        assert name in tensors
+    assert not any(name.endswith("/biases") and name.startswith("resnet_v1_101/") for name in tensors)
+    assert "resnet_v1_101/block1/unit_3/bottleneck_v1/shortcut/weights" not in tensors  # a max pool subsample
+    pixels = np.random.default_rng(4).uniform(0, 255, (1, 65, 97, 3)).astype(np.float32)
+    imported = import_weights(write_checkpoint(str(tmp_path / "model.ckpt"), tensors))
+    config = imported.build_config
+    assert config == model.build_config
+    assert (config["stem"], config["resnet_layout"], config["multi_grid"]) == ("beta", "slim", [1, 2, 4])
+    np.testing.assert_allclose(imported(pixels).numpy(), model(pixels).numpy(), atol=1e-4)
+
+
+def test_resnet_keras_layout_build_config_is_unchanged_and_refuses_official_weights():
+    model = build_model(backbone="resnet50", width_multiplier=0.125, num_classes=3, aspp_filters=8)
+    assert "resnet_layout" not in model.build_config
+    assert model.get_layer("preprocessing").reverse_channels  # keras.applications' "caffe" inputs
+    with pytest.raises(WeightImportError, match="resnet_layout='slim' only"):
+        official_weight_table(model.build_config)
+    with pytest.raises(ValueError, match="resnet_layout must be one of"):
+        build_model(backbone="resnet50", width_multiplier=0.125, resnet_layout="caffe")
+    with pytest.raises(ValueError, match="resnet_layout applies to the backbones resnet50, resnet101 only"):
+        build_model(backbone="mobilenetv2", resnet_layout="slim")
+
+
+@pytest.mark.parametrize("stem", ["beta", "keras"])
+def test_slim_layout_is_resnet_v1_at_every_output_stride(stem):
+    """Strides in the last unit of block1 and block2 (a 1x1 max-pool shortcut there, no weights), the stride-4 feature
+    at block1 unit 2, the output stride on odd sizes, and equal weights at 8, 16 and 32."""
+    config = {**SLIM_RESNET, "backbone": "resnet50", "stem": stem, "output_stride": 16}
+    model = build_model(**config)
+    names = {layer.name for layer in model.layers}
+    for block, units in zip((2, 3), (3, 4), strict=True):
+        assert f"conv{block}_block{units}_0_pool" in names and f"conv{block}_block{units}_2_pad" in names
+    assert "conv4_block6_0_pool" not in names  # block3 would stride past output stride 16: it dilates instead
+    assert all(f"conv{block}_block1_0_conv" in names for block in (2, 3, 4, 5))  # each block's depth changes
+    assert not any(layer.get_config().get("use_bias") for layer in model.layers if layer.name.startswith("conv"))
+    expected_input = ((127.5,) * 3, 1 / 127.5) if stem == "beta" else ((123.15, 115.90, 103.06), 1.0)
+    preprocessing = model.get_layer("preprocessing")
+    assert (tuple(preprocessing.mean), preprocessing.scale, preprocessing.reverse_channels) == (*expected_input, False)
+    pixels = np.random.default_rng(5).uniform(0, 255, (1, 97, 129, 3)).astype(np.float32)
+    reference = model(pixels).numpy()
+    for output_stride in (8, 32, 16):
+        other = model.with_output_stride(output_stride)
+        for height, width in ((65, 65), (97, 129)):
+            features = other.feature_model()(pixels[:, :height, :width])
+            assert features["low_level"].shape[1:3] == (-(-height // 4), -(-width // 4))
+            assert features["high_level"].shape[1:3] == (-(-height // output_stride), -(-width // output_stride))
+        if output_stride == 16:
+            np.testing.assert_allclose(other(pixels).numpy(), reference, atol=1e-5)
+    low_level = model.feature_model()(pixels)["low_level"]
+    block1_unit2 = keras.Model(model.input, model.get_layer("conv2_block2_3_bn").output)(pixels)
+    np.testing.assert_array_equal(low_level.numpy(), block1_unit2.numpy())
+
+
+def official_resnet_v1_beta(tensors, scope, units, images, output_stride, multi_grid=(1, 2, 4)):
+    """The official network, written here from tensorflow/models research/deeplab/core/resnet_v1_beta.py
+    (`bottleneck`, `root_block_fn_for_beta_variant`, `resnet_v1_beta`) and research/slim/nets/resnet_utils.py
+    (`conv2d_same`, `subsample`, `stack_blocks_dense`) with tf.nn ops on the official tensors, independent of our
+    layers: (decoder input 'block1/unit_2/bottleneck_v1/conv3', final feature)."""
+
+    def conv(x, name, stride=1, rate=1, relu=True, padding="SAME"):
+        x = tf.nn.conv2d(x, tensors[f"{name}/weights"], stride, padding, dilations=rate)
+        bn = {slot: tensors[f"{name}/BatchNorm/{slot}"] for slot in ("gamma", "beta", "moving_mean", "moving_variance")}
+        x = tf.nn.batch_normalization(x, bn["moving_mean"], bn["moving_variance"], bn["beta"], bn["gamma"], 1e-5)
+        return tf.nn.relu(x) if relu else x
+
+    def conv2d_same(x, name, stride, rate=1):
+        if stride == 1:
+            return conv(x, name, rate=rate)
+        pad_total = 3 + 2 * (rate - 1) - 1
+        begin = pad_total // 2
+        x = tf.pad(x, [[0, 0], [begin, pad_total - begin], [begin, pad_total - begin], [0, 0]])
+        return conv(x, name, stride, rate, padding="VALID")
+
+    def bottleneck(x, name, stride, rate):
+        depth = tensors[f"{name}/conv3/weights"].shape[-1]
+        if depth == x.shape[-1]:
+            shortcut = x if stride == 1 else tf.nn.max_pool2d(x, 1, stride, "SAME")
+        else:
+            shortcut = conv(x, f"{name}/shortcut", stride, relu=False)
+        residual = conv(x, f"{name}/conv1")
+        residual = conv2d_same(residual, f"{name}/conv2", stride, rate)
+        residual = conv(residual, f"{name}/conv3", relu=False)
+        return tf.nn.relu(shortcut + residual), residual
+
+    net = images * (2.0 / 255.0) - 1.0
+    net = conv2d_same(net, f"{scope}/conv1_1", 2)
+    net = conv(net, f"{scope}/conv1_2")
+    net = conv(net, f"{scope}/conv1_3")
+    net = tf.nn.max_pool2d(net, 3, 2, "SAME")
+    blocks = [[(1, 1)] * (count - 1) + [(2, 1)] for count in units[:3]] + [[(1, rate) for rate in multi_grid]]
+    current_stride, rate, decoder_input = 1, 1, None
+    for block, block_units in enumerate(blocks, start=1):
+        for unit, (stride, unit_rate) in enumerate(block_units, start=1):
+            name = f"{scope}/block{block}/unit_{unit}/bottleneck_v1"
+            if current_stride == output_stride // 4:
+                net, residual = bottleneck(net, name, 1, rate * unit_rate)
+                rate *= stride
+            else:
+                net, residual = bottleneck(net, name, stride, unit_rate)
+                current_stride *= stride
+            if (block, unit) == (1, 2):
+                decoder_input = residual
+    return decoder_input, net
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_slim_layout_computes_the_official_resnet_v1_beta(output_stride, tmp_path):
+    """The imported ResNet-v1-50 beta's features equal those of the official network written with tf.nn ops."""
+    config = {**SLIM_RESNET, "backbone": "resnet50", "output_stride": output_stride}
+    tensors = official_tensors(build_model(**config))
+    model = import_weights(write_checkpoint(str(tmp_path / "model.ckpt"), tensors))
+    assert model.build_config["output_stride"] == 16
+    model = model.with_output_stride(output_stride)
+    official = {name: value for name, value in tensors.items() if name.startswith("resnet_v1_50/")}
+    # 64 rows: an even map before the stem's max pool, whose "SAME" padding is then asymmetric; 97 columns: odd
+    pixels = np.random.default_rng(6).uniform(0, 255, (1, 64, 97, 3)).astype(np.float32)
+    expected = official_resnet_v1_beta(official, "resnet_v1_50", (3, 4, 6, 3), tf.constant(pixels), output_stride)
+    features = model.feature_model()(pixels)
+    for ours, theirs in zip((features["low_level"], features["high_level"]), expected, strict=True):
+        theirs = theirs.numpy()
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())

@@ -53,6 +53,8 @@ class BackboneSpec:
     file the backbone leaves out on purpose. `light_aspp`: the official configuration's ASPP (image pooling
     and 1x1 branches only). `fc_head`: v2's ASPP head puts fc6/fc7 (the backbone's fully connected layers as
     convs) in each branch, as on VGG-16; otherwise each branch is one 3x3 conv to the classes, as on ResNet-101.
+    `pixel_normalization(options)`: (mean, scale, reverse_channels) for the backbone's build options, where
+    they change the input it expects (the ResNets' slim layout); None: the three fields.
     `load_head_weights(model, path)`: loads the head layers that the ImageNet file also initialises (VGG-16's
     fc1/fc2 as fc6/fc7) and returns their names; None: the file initialises no head layer.
     """
@@ -68,6 +70,7 @@ class BackboneSpec:
     unused_weight_layers: Collection[str] = ()
     fc_head: bool = False
     load_head_weights: Callable[[Any, str], list[str]] | None = None
+    pixel_normalization: Callable[[dict[str, Any]], tuple[Sequence[float], float, bool]] | None = None
 
 
 class AtrousSchedule:

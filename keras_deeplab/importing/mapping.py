@@ -15,13 +15,20 @@ import numpy as np
 from keras import layers
 
 from keras_deeplab import constants, heads
-from keras_deeplab.backbones import mobilenetv2, xception
+from keras_deeplab.backbones import mobilenetv2, resnet, xception
 from keras_deeplab.importing.read import read_source
 from keras_deeplab.importing.sources import SourceWeights, WeightImportError
 from keras_deeplab.model import DeepLab, build_model
 
 # Official top-level scope -> (our backbone, the module holding its table and OFFICIAL_BATCH_NORM_EPSILON).
-OFFICIAL_BACKBONES = {"MobilenetV2": ("mobilenetv2", mobilenetv2), "xception_65": ("xception65", xception)}
+OFFICIAL_BACKBONES = {
+    "MobilenetV2": ("mobilenetv2", mobilenetv2),
+    "xception_65": ("xception65", xception),
+    # resnet_v1_101_beta and resnet_v1_101 both build under "resnet_v1_101" (research/deeplab/core/
+    # feature_extractor.py, `name_scope`); the root's variables tell them apart
+    "resnet_v1_101": ("resnet101", resnet),
+    "resnet_v1_50": ("resnet50", resnet),
+}
 DEFAULT_OUTPUT_STRIDE = 16  # for sources that do not say (checkpoints, frozen graphs): the official eval's
 FOLDED_BIAS = "folded_bias"  # slot of a batch norm whose conv's bias holds it (TFLite)
 
@@ -83,6 +90,8 @@ def infer_build_config(weights: SourceWeights) -> dict[str, Any]:
     }
     if backbone == "mobilenetv2":
         config.update(_mobilenetv2_widths(weights))
+    elif backbone in ("resnet101", "resnet50"):
+        config.update(_resnet_options(weights, found[0], backbone))
     else:  # Xception-65: no ReLU after the depthwise convs but the exit flow's last block's, as the official code
         stem = _require(weights, "xception_65/entry_flow/conv1_1/weights").shape[-1]
         config.update(width_multiplier=stem / constants.XCEPTION65_STEM_FILTERS[0], depthwise_relu=False)
@@ -109,6 +118,23 @@ def _mobilenetv2_widths(weights: SourceWeights) -> dict[str, Any]:
     )
 
 
+def _resnet_options(weights: SourceWeights, scope: str, backbone: str) -> dict[str, Any]:
+    """The slim layout; stem "beta" (root conv1_1..conv1_3) or "keras" (7x7 conv1); width from the root's first
+    conv; multi_grid (1, 2, 4), which no tensor records (the official models' `--multi_grid=1,2,4`)."""
+    beta = f"{scope}/conv1_1/weights" in weights.tensors
+    root = _require(weights, f"{scope}/conv1_1/weights" if beta else f"{scope}/conv1/weights")
+    units = constants.RESNET_STAGE_BLOCKS[backbone][2]
+    _require(weights, f"{scope}/block3/unit_{units}/bottleneck_v1/conv3/weights")
+    if any(name.startswith(f"{scope}/block3/unit_{units + 1}/") for name in weights.tensors):
+        raise WeightImportError(f"{weights.path}: {scope}/block3 has more than the {units} units of {backbone}")
+    return {
+        "stem": "beta" if beta else "keras",
+        "resnet_layout": "slim",
+        "multi_grid": list(constants.MULTI_GRID),
+        "width_multiplier": root.shape[-1] / constants.RESNET_STAGE_FILTERS[0],
+    }
+
+
 def _require(weights: SourceWeights, name: str) -> np.ndarray:
     if name not in weights.tensors:
         raise WeightImportError(f"{weights.path}: no tensor {name!r}, which every official DeepLab of this kind has")
@@ -122,7 +148,14 @@ def official_weight_table(build_config: dict[str, Any]) -> tuple[dict[str, tuple
     module = modules.get(build_config["backbone"])
     if module is None:
         raise WeightImportError(f"no official weight table for backbone {build_config['backbone']!r}")
-    backbone_table = module.official_weight_names()
+    if module is resnet:
+        if build_config.get("resnet_layout") != "slim":
+            raise WeightImportError(
+                f"the official ResNet weights fit resnet_layout='slim' only, not {build_config.get('resnet_layout')!r}"
+            )
+        backbone_table = resnet.official_weight_names(build_config["backbone"], build_config.get("stem", "keras"))
+    else:
+        backbone_table = module.official_weight_names()
     head_table = heads.official_weight_names(build_config["separable"])
     epsilons = {layer: module.OFFICIAL_BATCH_NORM_EPSILON for layer, _ in backbone_table.values()}
     epsilons.update({layer: heads.OFFICIAL_BATCH_NORM_EPSILON for layer, _ in head_table.values()})
