@@ -19,6 +19,12 @@ tf.config.set_logical_device_configuration(
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked slow run first: `pytest -n 2` hands tests out in this order, so the suite does not end with one
+    worker running a long test while the other has nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def shared_data_dir():
     """../shared/data beside the project root (real VOC/ADE20K samples), or skip when absent."""

@@ -248,6 +248,7 @@ def test_import_weights_command(small_source, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "x.keras")
 
 
+@pytest.mark.slow
 def test_xception65_checkpoint_imports_as_the_official_network(tmp_path):
     """Xception-65 (at width 1/8 to stay small) with the official code's depthwise convs (no ReLU after them
     outside the exit flow's last block) and its batch-norm epsilon 1e-3, through a TF1 checkpoint."""

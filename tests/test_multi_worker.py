@@ -109,6 +109,7 @@ def assert_no_error_lines(stderr):
         assert marker not in stderr, stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_workers_train_together_on_their_own_data_and_only_the_chief_writes(tmp_path):
     started = time.time()
     steps, batch = 4, 4
@@ -142,6 +143,7 @@ def test_two_workers_train_together_on_their_own_data_and_only_the_chief_writes(
     print(f"two workers trained {steps} steps in {time.time() - started:.1f} s")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_other_with_one_line_and_the_rerun_resumes(tmp_path):
     started = time.time()
     steps = 9

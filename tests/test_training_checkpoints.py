@@ -100,7 +100,7 @@ def test_trained_models_load_from_a_keras_file_or_a_run_directory(tmp_path):
     with pytest.raises(ModelFileError, match="absent: no such model file or run folder"):
         load_model(str(tmp_path / "absent"))
     (tmp_path / "corrupt.keras").write_bytes(b"PK\x03\x04 not a zip")
-    with pytest.raises(ValueError, match=r"corrupt\.keras: not a readable \.keras model file"):
+    with pytest.raises(ValueError, match=r"corrupt\.keras: damaged or not a \.keras model file"):
         load_model(str(tmp_path / "corrupt.keras"))
     inputs = keras.Input((4,))
     keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "dense.keras")

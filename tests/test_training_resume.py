@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_deeplab import build_model
@@ -43,6 +44,7 @@ def run(command):
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_redone(tmp_path):
     run_dir = tmp_path / "run"
     command = train_command(run_dir)
