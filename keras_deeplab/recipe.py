@@ -69,7 +69,9 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     freeze_batch_norm: bool = False
-    init_checkpoint: str | None = None  # a .keras model file or a run directory; loaded by layer name
+    # A .keras file, a run folder or a published DeepLab (keras_deeplab.load_model), loaded by layer name; of
+    # another number of classes, everything but the logits (fine-tuning a published model on one's own classes).
+    init_checkpoint: str | None = None
     class_weights: list[float] | None = None
     hard_pixel_fraction: float = 1.0
     precision: str = "float32"  # "float32" or "mixed" (float16 on GPUs, bfloat16 on CPUs; float32 loss)

@@ -99,14 +99,16 @@ def copy_layer_weights(
     where: str,
     *,
     every_model_layer: bool = False,
+    fresh: Collection[str] = (),
     missing_hint: str = "",
     error: type[WeightFileError] = WeightFileError,
 ) -> list[str]:
     """Set the layers of `model` named in `weights` (layer name -> arrays), after checking every name and shape.
 
-    With `every_model_layer`, each weighted layer of `model` must be in `weights` too. Raises `error` naming
-    `where` and the first layer missing on either side or differing in shape; nothing is set then. Returns the
-    names of the layers set.
+    With `every_model_layer`, each weighted layer of `model` must be in `weights` too, except the `fresh` ones
+    (layers that keep their initial weights on purpose, such as the logits of another number of classes).
+    Raises `error` naming `where` and the first layer missing on either side or differing in shape; nothing is set
+    then. Returns the names of the layers set.
     """
     model_layers = weighted_layers(model)
     for name in weights:
@@ -117,7 +119,7 @@ def copy_layer_weights(
             )
     if every_model_layer:
         for name in model_layers:
-            if name not in weights:
+            if name not in weights and name not in fresh:
                 raise error(f"{where}: the model's layer '{name}' has no layer of that name in {where}")
     for name, arrays in weights.items():
         expected = [tuple(variable.shape) for variable in model_layers[name].weights]

@@ -2,6 +2,7 @@
 frozen graphs and tarballs written here with the official variable names, and the errors."""
 
 import glob
+import json
 import os
 import tarfile
 
@@ -415,3 +416,33 @@ def test_slim_layout_computes_the_official_resnet_v1_beta(output_stride, tmp_pat
         theirs = theirs.numpy()
         assert ours.shape == theirs.shape
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_a_recipe_fine_tunes_a_published_model_on_its_own_classes(tmp_path):
+    """train.init_checkpoint takes a published file; of another number of classes, all but the logits load."""
+    from keras_deeplab.recipe import load_recipe
+    from keras_deeplab.training.run import TrainingRun
+    from keras_deeplab.training.strategy import make_strategy
+
+    source = build_model(**{**SMALL, "num_classes": 7})
+    checkpoint = write_checkpoint(str(tmp_path / "published" / "model.ckpt-1"), official_tensors(source))
+    model_keys = {
+        key: value for key, value in source.build_config.items() if key not in ("input_shape", "sync_batch_norm")
+    }
+    recipe = load_recipe(
+        "demo",
+        [
+            f"run_dir={tmp_path / 'run'}",
+            f"model={json.dumps({**model_keys, 'num_classes': 5})}",
+            f"train.init_checkpoint={checkpoint}",
+            'distribution.devices=["/cpu:0"]',
+        ],
+    )
+    run = TrainingRun(recipe, make_strategy(recipe.distribution), "float32", progress=False)
+    assert run.restore_or_initialise() == 0
+    imported = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+    for layer in run.model.layers:
+        if layer.weights and layer.name != "logits":
+            for got, want in zip(layer.get_weights(), imported[layer.name], strict=True):
+                np.testing.assert_allclose(got, want, atol=1e-6)  # batch-norm variances pass through an epsilon shift
+    assert run.model.get_layer("logits").kernel.shape[-1] == 5

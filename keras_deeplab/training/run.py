@@ -154,17 +154,32 @@ class TrainingRun:
             step = 0
             init = self.recipe.train.init_checkpoint
             if init:
-                where = f"{self.recipe.source}: train.init_checkpoint {init}"
-                source_weights = layer_weights(load_model(init))
-                copy_layer_weights(
-                    self.model, source_weights, where, every_model_layer=True, error=CheckpointMismatchError
-                )
+                self._initialise_from(init)
         if self.task:
             self._check_same_start(step)
         if self.chief:
             write_json(os.path.join(self.recipe.run_dir, "recipe.json"), self.recipe.to_dict())
         self.step = self.saved_step = step
         return step
+
+    def _initialise_from(self, path: str) -> None:
+        """Copy the weights of `path` (any `load_model` source: a .keras file, a run folder, a published DeepLab)
+        layer by layer; when its number of classes differs from the recipe's, every weight but the logits (fine-
+        tuning a published model on one's own classes: the logits start fresh)."""
+        where = f"{self.recipe.source}: train.init_checkpoint {path}"
+        source = load_model(path)
+        weights = layer_weights(source)
+        fresh: tuple[str, ...] = ()
+        if source.build_config["num_classes"] != self.model.build_config["num_classes"]:
+            fresh = tuple(name for name in weights if name == "logits" or name.startswith("logits_"))
+            for name in fresh:
+                del weights[name]
+        copy_layer_weights(
+            self.model, weights, where, every_model_layer=True, fresh=fresh, error=CheckpointMismatchError
+        )
+        if fresh:
+            classes = f"{source.build_config['num_classes']} -> {self.model.build_config['num_classes']} classes"
+            print(f"{where}: every weight but the logits ({classes}: they start fresh)", flush=True)
 
     def _check_same_start(self, step: int) -> None:
         """Every worker must resume at the same step (found in the one shared run folder)."""
