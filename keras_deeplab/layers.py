@@ -12,6 +12,14 @@ from keras import layers, ops
 from keras_deeplab import constants
 
 
+def bilinear_resize(images: tf.Tensor, size: tf.Tensor, align_corners: bool) -> tf.Tensor:
+    """Bilinear resize of (B, h, w, C) to `size`: TF1's corner-aligned form (the official DeepLab code's) when
+    `align_corners`, else TF2's half-pixel one."""
+    if align_corners:
+        return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True)
+    return tf.image.resize(images, size, method="bilinear")
+
+
 @keras.saving.register_keras_serializable(package="keras_deeplab")
 class ResizeLike(layers.Layer):
     """Bilinear resize of `x` (B, h, w, C) to the height and width of `reference` (B, H, W, any).
@@ -27,12 +35,7 @@ class ResizeLike(layers.Layer):
 
     def call(self, inputs):
         x, reference = inputs
-        size = tf.shape(reference)[1:3]
-        if self.align_corners:
-            resized = tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=True)
-        else:
-            resized = tf.image.resize(x, size, method="bilinear")
-        return tf.cast(resized, self.compute_dtype)
+        return tf.cast(bilinear_resize(x, tf.shape(reference)[1:3], self.align_corners), self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "align_corners": self.align_corners}
@@ -59,11 +62,7 @@ class ScaleImage(layers.Layer):
 
     def call(self, inputs):
         size = scaled_size(tf.shape(inputs)[1:3], self.scale)
-        if self.align_corners:
-            resized = tf.raw_ops.ResizeBilinear(images=inputs, size=size, align_corners=True)
-        else:
-            resized = tf.image.resize(inputs, size, method="bilinear")
-        return tf.cast(resized, self.compute_dtype)
+        return tf.cast(bilinear_resize(inputs, size, self.align_corners), self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "align_corners": self.align_corners}
