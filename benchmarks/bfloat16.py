@@ -1,11 +1,14 @@
-"""bfloat16 inference beside float32: its speed on this CPU and its accuracy cost on a trained model.
+"""bfloat16 beside float32: its speed on this CPU, and its accuracy cost on real photos with published weights.
 
-Speed: DeepLabv3 ResNet-101 at output stride 16, batch 1, 513x513, float32 and mixed_bfloat16 policies (the
-same weights). Accuracy: a trained model (default: the one `make demo` trains) rebuilt under each policy with
-the same weights, its mIoU on the synthetic validation split and the share of pixels whose class agrees.
-bfloat16 pays off where the CPU computes it natively (AMX, AVX512_BF16); elsewhere it is converted in software.
+Speed: DeepLabv3 ResNet-101 at output stride 16, batch 1, 513x513, float32 and mixed_bfloat16 policies (the same
+weights), and what `--precision auto` picks here. Accuracy: Google's published DeepLabv3 models (the MobileNetV2
+shipped in keras_deeplab/assets/published/, and any other published file given with --model), imported and run
+under each policy on real VOC 2012 photos (`../shared/data/voc2012_sample`, else the shipped bird photo alone):
+the share of pixels whose class agrees with float32, and mIoU and pixel accuracy against the true labels.
+bfloat16 pays off where the CPU computes it natively (AVX512_BF16, AMX); elsewhere oneDNN emulates it, slowly,
+but the numbers, and so the accuracy cost, are the same.
 
-Usage: python benchmarks/bfloat16.py [--model runs/demo/run/model.keras] [--runs 3]
+Usage: python benchmarks/bfloat16.py [--model FILE ...] [--voc ../shared/data/voc2012_sample] [--runs 3]
 """
 
 from __future__ import annotations
@@ -18,56 +21,72 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
 
 POLICIES = ("float32", "mixed_bfloat16")
+SHIPPED = os.path.join(peers.ROOT, "keras_deeplab", "assets", "published", "deeplabv3_257_mv_gpu.tflite")
+SHARED_VOC = os.path.join(os.path.dirname(peers.ROOT), "shared", "data", "voc2012_sample")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.path.join(peers.ROOT, "runs", "demo", "run", "model.keras"))
+    parser.add_argument("--model", nargs="+", default=[SHIPPED], help="published DeepLab files (or .keras models)")
+    parser.add_argument("--voc", default=SHARED_VOC, help="a VOC-layout folder of real photos and labels")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-speed", action="store_true", help="only the accuracy part")
     args = parser.parse_args()
-    if not os.path.isfile(args.model):
-        parser.error(f"{args.model}: no trained model there (run `make demo` first, or pass --model)")
 
     import numpy as np
     import tensorflow as tf
 
-    import pipelines
-    from keras_deeplab import build_model
+    from keras_deeplab import build_model, machine
     from keras_deeplab.evaluation import evaluate_model
     from keras_deeplab.inference import predict_class_map
     from keras_deeplab.loading import load_model
-    from keras_deeplab.training.strategy import dtype_policy
+    from keras_deeplab.precision import precision_policy
+    from pipelines.formats import open_source
 
-    native = peers.native_bfloat16_flags()
-    print(f"{os.cpu_count()} CPU cores; native bfloat16 instructions: {', '.join(native) or 'none'}")
+    print(machine.describe())
+    print(f"--precision auto here: {precision_policy('auto')}")
+    if not args.no_speed:
+        reference = build_model(16, backbone="resnet101", input_shape=(513, 513, 3))
+        pixels = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, 513, 513, 3)).astype("float32"))
+        print(f"\n{'DeepLabv3 R101 OS16, 513x513':<32}{'forward s':>10}")
+        for policy in POLICIES:
+            model = reference.with_dtype_policy(policy)
+            forward = tf.function(lambda x, model=model: model(x, training=False))
+            timing = peers.median_seconds(lambda forward=forward: forward(pixels).numpy(), args.runs, warmup=2)
+            print(f"{policy:<32}{timing['median_s']:>10.2f}")
 
-    reference = build_model(16, backbone="resnet101", input_shape=(513, 513, 3))
-    pixels = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, 513, 513, 3)).astype("float32"))
-    print(f"\n{'DeepLabv3 R101 OS16, 513x513':<32}{'forward s':>10}")
-    for policy in POLICIES:
-        with dtype_policy(policy):
-            model = build_model(16, backbone="resnet101", input_shape=(513, 513, 3))
-        model.set_weights(reference.get_weights())
-        forward = tf.function(lambda x, model=model: model(x, training=False))
-        timing = peers.median_seconds(lambda forward=forward: forward(pixels).numpy(), args.runs, warmup=2)
-        print(f"{policy:<32}{timing['median_s']:>10.2f}")
-
-    trained = load_model(args.model)
-    source = pipelines.open_source("synthetic", None, "val")
-    maps = {}
-    print(f"\n{args.model} on synthetic val ({len(source)} images)")
-    for policy in POLICIES:
-        with dtype_policy(policy):
-            model = build_model(**{**trained.build_config, "sync_batch_norm": False})
-        model.set_weights(trained.get_weights())
-        miou = evaluate_model(model, source)["miou"]
-        maps[policy] = np.concatenate(
-            [predict_class_map(model, image[np.newaxis]).numpy().ravel() for image, _, _ in source.examples()]
-        )
-        print(f"{policy:<32}mIoU {miou:.4f}")
-    agreement = float(np.mean(maps["float32"] == maps["mixed_bfloat16"]))
-    print(f"class agreement of bfloat16 with float32: {agreement:.2%} of pixels")
+    if os.path.isdir(args.voc):
+        source = open_source("voc", args.voc, "trainval")
+        photos = f"{len(source)} real VOC 2012 photos of {args.voc}"
+    else:
+        source, photos = None, "the shipped bird photo (no VOC folder: --voc)"
+    print(f"\naccuracy on {photos}")
+    print(f"{'model':<44}{'policy':<16}{'agree':>8}{'mIoU':>8}{'pixel acc':>10}")
+    for path in args.model:
+        trained = load_model(path)
+        maps, images = {}, list(photo_batches(source))
+        for policy in POLICIES:
+            model = trained.with_dtype_policy(policy)
+            maps[policy] = np.concatenate([predict_class_map(model, image).numpy().ravel() for image in images])
+            scores = evaluate_model(model, source) if source is not None else None
+            agree = float(np.mean(maps[policy] == maps["float32"]))
+            miou = f"{100 * scores['miou']:.2f}" if scores else "-"
+            accuracy = f"{100 * scores['pixel_accuracy']:.2f}" if scores else "-"
+            print(f"{os.path.basename(path)[:43]:<44}{policy:<16}{100 * agree:>7.2f}%{miou:>8}{accuracy:>10}")
     return 0
+
+
+def photo_batches(source):
+    """Each photo of `source` as a (1, H, W, 3) float32 batch; the shipped bird photo when `source` is None."""
+    import numpy as np
+    from PIL import Image
+
+    if source is None:
+        bird = os.path.join(os.path.dirname(SHIPPED), "bird_segmentation.bmp")
+        yield np.asarray(Image.open(bird).convert("RGB"), np.float32)[np.newaxis]
+        return
+    for image, _, _ in source.examples():
+        yield np.asarray(image, np.float32)[np.newaxis]
 
 
 if __name__ == "__main__":

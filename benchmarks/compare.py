@@ -3,7 +3,8 @@
 Peers: the TF Model Garden's `seg_deeplabv3_pascal` (DeepLabv3 ResNet-101 at output stride 16; its own venv) and
 keras-hub's DeepLabV3 segmenter on a ResNet-101 v1 encoder (keras-hub has no atrous encoder: its ASPP runs on the
 stride-32 feature, the only way it builds). Every measurement runs in a process of its own (batch 1 forward at
-513x513; batch 2 SGD step at crop 513), medians after warm-up. Also keras-deeplab's achieved GFLOP/s beside the
+513x513; batch 2 SGD step at crop 513, ours also in bfloat16 and beside its own batch-2 forward), medians after
+warm-up; the CPU's model and flags head the table. Also keras-deeplab's achieved GFLOP/s beside the
 machine's float32 matmul rate (TensorFlow's and NumPy's BLAS). Prints a table and writes JSON (--out).
 
 Usage: python benchmarks/compare.py [--runs 3] [--train-steps 2] [--out benchmarks/compare.json]
@@ -19,6 +20,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
 
+from keras_deeplab import machine
+
 SIZE = 513
 SIDES = {
     "ours_os16": "keras-deeplab DeepLabv3 R101 OS16",
@@ -31,31 +34,26 @@ SIDES = {
 }
 
 
-def random_batch(tf, batch: int):
-    images = tf.random.stateless_uniform((batch, SIZE, SIZE, 3), (0, 1), 0, 255)
-    labels = tf.random.stateless_uniform((batch, SIZE, SIZE), (0, 2), 0, 21, dtype=tf.int32)
-    return images, labels
-
-
 def build(side: str):
     """(model, forward function on float32 pixels, train step on (images, labels) or None) for `side`."""
     import tensorflow as tf
 
     if side.startswith("ours"):
         from keras_deeplab import build_model
+        from keras_deeplab.precision import dtype_policy
         from keras_deeplab.recipe import load_recipe
         from keras_deeplab.training.step import make_optimizer, make_train_step
-        from keras_deeplab.training.strategy import dtype_policy
 
-        # mixed_bfloat16 pays off only where the CPU computes bfloat16 natively (the JSON's native_bfloat16);
+        # mixed_bfloat16 pays off only where the CPU computes bfloat16 natively (the JSON's "cpu" line says);
         # its accuracy cost is measured by benchmarks/bfloat16.py on a trained model.
-        with dtype_policy("mixed_bfloat16" if side.endswith("bf16") else "float32"):
+        policy = "mixed_bfloat16" if side.endswith("bf16") else "float32"
+        with dtype_policy(policy):
             model = build_model(8 if side == "ours_os8" else 16, backbone="resnet101", input_shape=(SIZE, SIZE, 3))
         forward = tf.function(lambda x: model(x, training=False), jit_compile=side.endswith("xla"))
-        if side != "ours_os16":
+        if side not in ("ours_os16", "ours_os16_bf16"):
             return model, forward, None
         settings = load_recipe("voc_resnet101_os16").train  # SGD momentum 0.9, poly LR, weight decay
-        optimizer = make_optimizer(settings, "float32")
+        optimizer = make_optimizer(settings, policy)
         optimizer.build(model.trainable_variables)
         step = make_train_step(model, optimizer, tf.distribute.get_strategy(), settings)
         return model, forward, lambda images, labels: step((images, tf.cast(labels, tf.uint8)))
@@ -71,7 +69,8 @@ def build(side: str):
 
         @tf.function
         def train_step(images, labels):
-            return task.train_step((images, {"masks": labels[..., None]}), model, optimizer)[task.loss]
+            masks = tf.cast(labels, tf.int32)[..., None]
+            return task.train_step((images, {"masks": masks}), model, optimizer)[task.loss]
 
         return model, forward, train_step if side == "modelgarden" else None
     import keras
@@ -101,7 +100,9 @@ def build(side: str):
     return (
         model,
         forward,
-        lambda images, labels: model.train_on_batch(images, tf.pad(labels, [[0, 0], [0, padding], [0, padding]])),
+        lambda images, labels: model.train_on_batch(
+            images, tf.pad(tf.cast(labels, tf.int32), [[0, 0], [0, padding], [0, padding]])
+        ),
     )
 
 
@@ -109,7 +110,7 @@ def measure(side: str, runs: int, train_steps: int) -> dict:
     import tensorflow as tf
 
     model, forward, train_step = build(side)
-    pixels, _ = random_batch(tf, 1)
+    pixels = peers.random_batch(tf, 1, SIZE)[0]
     result = {"side": side, "parameters": int(model.count_params())}
     result["output_shape"] = [int(t.shape[1]) for t in tf.nest.flatten(forward(pixels))][:1]
     result["forward"] = peers.median_seconds(
@@ -121,7 +122,10 @@ def measure(side: str, runs: int, train_steps: int) -> dict:
 
         result["multiply_adds"] = multiply_adds(model)
     if train_step is not None and train_steps:
-        images, labels = random_batch(tf, 2)
+        # Every side's labels are in [0, 21): keras-hub's loss has no ignore label.
+        images, labels = peers.random_batch(tf, 2, SIZE, ignored=0.0)
+        if side.startswith("ours"):  # the bar: a step at most 3.5x the forward pass of the same batch
+            result["forward_batch2"] = peers.median_seconds(lambda: forward(images).numpy(), runs, warmup=1)
         result["train_step"] = peers.median_seconds(lambda: float(train_step(images, labels)), train_steps, warmup=1)
         result["train_peak_mib"] = peers.peak_memory_mib()
     return result
@@ -169,7 +173,7 @@ def main() -> int:
             results.setdefault("failed", {})[side] = str(error)[-2000:]
     results["cpu_cores"] = os.cpu_count()
     results["load_average"] = os.getloadavg()
-    results["native_bfloat16"] = peers.native_bfloat16_flags()
+    results["cpu"] = machine.describe()
     print_table(results)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # importing the writer starts TensorFlow here too
     from keras_deeplab.files import write_json  # here, not at the top: the peers' processes run this file too
@@ -181,11 +185,10 @@ def main() -> int:
 
 def print_table(results: dict) -> None:
     print(
-        f"\n{results['cpu_cores']} CPU cores, load average {results['load_average'][0]:.1f}; batch 1 forward at "
+        f"\n{results['cpu']}\nload average {results['load_average'][0]:.1f}; batch 1 forward at "
         f"{SIZE}x{SIZE}, batch 2 SGD step at crop {SIZE}; float32 4096x4096 matmul "
         f"{results['matmul']['tensorflow_gflops']:.0f} GFLOP/s in TensorFlow, "
-        f"{results['matmul']['blas_gflops']:.0f} in NumPy's BLAS; native bfloat16: "
-        f"{', '.join(results['native_bfloat16']) or 'none (emulated)'}"
+        f"{results['matmul']['blas_gflops']:.0f} in NumPy's BLAS"
     )
     print(f"{'model':<46}{'params':>12}{'forward s':>11}{'peak MiB':>10}{'step s':>9}{'peak MiB':>10}{'GFLOP/s':>9}")
     for side, name in SIDES.items():
@@ -210,6 +213,13 @@ def print_table(results: dict) -> None:
             if "train_step" in results[peer] and "train_step" in ours:
                 line += f", {results[peer]['train_step']['median_s'] / ours['train_step']['median_s']:.2f}x per step"
             print(line)
+    for mine in ("ours_os16", "ours_os16_bf16"):
+        ours = results.get(mine, {})
+        if "forward_batch2" in ours:
+            ratio = ours["train_step"]["median_s"] / ours["forward_batch2"]["median_s"]
+            print(
+                f"{SIDES[mine]}: step = {ratio:.2f}x its batch-2 forward ({ours['forward_batch2']['median_s']:.2f} s)"
+            )
 
 
 if __name__ == "__main__":

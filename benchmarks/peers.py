@@ -116,13 +116,13 @@ def median_seconds(call: Callable[[], object], runs: int, warmup: int) -> dict[s
     return {"median_s": statistics.median(times), "min_s": min(times)}
 
 
-def native_bfloat16_flags() -> list[str]:
-    """This CPU's instructions that compute bfloat16 natively (AMX, AVX512_BF16); empty where it is emulated."""
-    with open("/proc/cpuinfo", encoding="utf8") as handle:
-        for line in handle:
-            if line.startswith("flags"):
-                return sorted(set(line.split(":", 1)[1].split()) & {"amx_bf16", "amx_tile", "avx512_bf16"})
-    return []
+def random_batch(tf, batch: int, size: int, ignored: float = 0.1):
+    """Pixels float32 (B, size, size, 3) in [0, 255] and labels uint8 (B, size, size) in [0, 21), a share
+    `ignored` of them 255 (the ignore label), the same every call."""
+    images = tf.random.stateless_uniform((batch, size, size, 3), (0, 1), 0, 255)
+    labels = tf.random.stateless_uniform((batch, size, size), (0, 2), 0, 21, dtype=tf.int32)
+    dropped = tf.random.stateless_uniform((batch, size, size), (0, 3)) < ignored
+    return images, tf.cast(tf.where(dropped, 255, labels), tf.uint8)
 
 
 def peak_memory_mib() -> float:

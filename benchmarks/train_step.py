@@ -24,14 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
 
 
-def random_batch(tf, batch: int, crop: int):
-    """Pixels float32 (B, crop, crop, 3) in [0, 255] and labels uint8 (B, crop, crop) with 10% 255."""
-    images = tf.random.stateless_uniform((batch, crop, crop, 3), (0, 1), 0, 255)
-    labels = tf.random.stateless_uniform((batch, crop, crop), (0, 2), 0, 21, dtype=tf.int32)
-    ignored = tf.random.stateless_uniform((batch, crop, crop), (0, 3)) < 0.1
-    return images, tf.cast(tf.where(ignored, 255, labels), tf.uint8)
-
-
 def strategy_for(tf, name: str):
     return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.get_strategy()
 
@@ -41,9 +33,9 @@ def measure_ours(args) -> dict:
     import tensorflow as tf
 
     from keras_deeplab import build_model
+    from keras_deeplab.precision import precision_policy
     from keras_deeplab.recipe import load_recipe
     from keras_deeplab.training.step import make_optimizer, make_train_step
-    from keras_deeplab.training.strategy import precision_policy
 
     settings = load_recipe("voc_resnet101_os16").train
     policy = precision_policy(args.precision)
@@ -55,7 +47,7 @@ def measure_ours(args) -> dict:
         optimizer = make_optimizer(settings, policy)
         optimizer.build(model.trainable_variables)
     step = make_train_step(model, optimizer, strategy, settings)
-    dataset = tf.data.Dataset.from_tensors(random_batch(tf, args.batch * replicas, args.crop)).repeat()
+    dataset = tf.data.Dataset.from_tensors(peers.random_batch(tf, args.batch * replicas, args.crop)).repeat()
     batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
     timing = peers.median_seconds(lambda: float(step(batch)), args.steps, args.warmup)
     return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, **timing}
@@ -89,7 +81,7 @@ def measure_model_garden(args) -> dict:
 
         return strategy.reduce("mean", strategy.run(replica_step, args=batch), axis=None)
 
-    dataset = tf.data.Dataset.from_tensors(random_batch(tf, args.batch * replicas, args.crop)).repeat()
+    dataset = tf.data.Dataset.from_tensors(peers.random_batch(tf, args.batch * replicas, args.crop)).repeat()
     batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
     timing = peers.median_seconds(lambda: float(step(batch)), args.steps, args.warmup)
     return {"parameters": model.count_params(), "replicas": replicas, "policy": policy, **timing}

@@ -167,3 +167,7 @@ DENSE_CRF_SEARCH_GRID = {"bi_w": (3.0, 4.0, 5.0), "bi_xy_std": (30.0, 50.0, 70.0
 # Boundary accuracy ("trimap"): mIoU over the pixels within a band of this many pixels around label boundaries
 # (DeepLab v1 section 5, v3+ Fig. 5, which plot band widths from 0 to 40 pixels).
 TRIMAP_WIDTHS = (4, 8, 16, 32)
+
+# Arithmetic (`keras_deeplab.precision`): float32; "mixed" (float16 on GPUs, bfloat16 on CPUs, float32 variables);
+# "auto" (mixed where it is native: any GPU, CPUs with AVX512_BF16 or AMX; float32 elsewhere).
+PRECISIONS = ("float32", "mixed", "auto")

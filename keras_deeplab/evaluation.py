@@ -153,6 +153,7 @@ def evaluate(
     split: str,
     *,
     output_stride: int | None = None,
+    precision: str = "float32",
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     max_examples: int | None = None,
@@ -161,10 +162,10 @@ def evaluate(
     trimap_widths: Sequence[int] = (),
     **source_options: Any,
 ) -> dict[str, Any]:
-    """Open the split, load the model (`load_model`: a .keras file, a run folder or a published file), and
-    `evaluate_model`."""
+    """Open the split, load the model (`load_model`: a .keras file, a run folder or a published file, at
+    `output_stride` and in `precision`), and `evaluate_model`."""
     source = open_source(format, root, split, **source_options)
-    model = load_model(model_path, output_stride)
+    model = load_model(model_path, output_stride, precision)
     return evaluate_model(
         model,
         source,

@@ -100,24 +100,75 @@ class PixelNormalization(layers.Layer):
         return config
 
 
+def conv_padding(kernel_size: int, rate: int, padding: str) -> tuple[int, int]:
+    """(before, after): the zeros a stride-1 conv pads along one side: none for VALID; for SAME,
+    (kernel_size - 1) * rate in all, the odd one after, as TensorFlow does."""
+    if padding == "VALID":
+        return 0, 0
+    total = (kernel_size - 1) * rate
+    return total // 2, total - total // 2
+
+
+def conv2d_input_gradient(upstream: tf.Tensor, kernel: tf.Tensor, rate: Sequence[int], padding: str):
+    """d(loss)/d(inputs) of `dilated_conv2d` from d(loss)/d(outputs) `upstream` (B, Ho, Wo, F): the full
+    correlation of `upstream` with the kernel flipped in space and transposed in channels, itself a dilated,
+    stride-1 conv (TensorFlow's fast forward kernel), padded so that its output has the inputs' size."""
+    kernel_h, kernel_w = int(kernel.shape[0]), int(kernel.shape[1])
+    if padding == "SAME" and kernel_h % 2 == 1 and kernel_w % 2 == 1:
+        pads = "SAME"  # symmetric padding: the flipped kernel pads alike
+    else:
+        pads = [[0, 0]]
+        for kernel_size, dilation in ((kernel_h, rate[0]), (kernel_w, rate[1])):
+            before, after = conv_padding(kernel_size, dilation, padding)
+            reach = (kernel_size - 1) * dilation
+            pads.append([reach - before, reach - after])
+        pads.append([0, 0])
+    flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+    return tf.nn.conv2d(upstream, flipped, strides=1, padding=pads, dilations=list(rate))
+
+
+def conv2d_kernel_gradient(inputs: tf.Tensor, upstream: tf.Tensor, kernel_shape, rate, padding: str):
+    """d(loss)/d(kernel) of `dilated_conv2d`: for each tap (i, j), the inputs shifted by (i, j) * rate against
+    `upstream`, one (C x pixels) @ (pixels x F) matrix product per tap."""
+    kernel_h, kernel_w, channels, filters = (int(d) for d in kernel_shape)
+    out_h, out_w = tf.shape(upstream)[1], tf.shape(upstream)[2]
+    pad_h = conv_padding(kernel_h, rate[0], padding)
+    pad_w = conv_padding(kernel_w, rate[1], padding)
+    padded = tf.pad(inputs, [[0, 0], list(pad_h), list(pad_w), [0, 0]])
+    upstream = tf.reshape(upstream, [-1, filters])
+    taps = []
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            window = padded[:, i * rate[0] : i * rate[0] + out_h, j * rate[1] : j * rate[1] + out_w, :]
+            taps.append(tf.linalg.matmul(tf.reshape(window, [-1, channels]), upstream, transpose_a=True))
+    return tf.reshape(tf.stack(taps), [kernel_h, kernel_w, channels, filters])
+
+
 def dilated_conv2d(inputs: tf.Tensor, kernel: tf.Tensor, rate: Sequence[int], padding: str) -> tf.Tensor:
     """Stride-1 conv of `inputs` (B, H, W, C) by `kernel` (kh, kw, C, F) at dilation `rate` (2 ints).
 
     The forward pass is TensorFlow's dilated Conv2D kernel itself; `tf.nn.convolution` (what Keras calls)
     instead wraps the conv in SpaceToBatchND/BatchToSpaceND, whose reshuffles cost as much as 60% of the conv
     on CPU at the ASPP's rate 18 (`benchmarks/profile_forward.py`). TensorFlow's CPU kernels have no dilated
-    gradient, so the gradient is that of the space-to-batch form: the same function, differentiated anywhere.
+    gradient, and the space-to-batch form's gradient runs Conv2DBackpropInput on hundreds of tiny images (three
+    quarters of a ResNet-101 training step at crop 513, `benchmarks/profile_train_step.py`), so the gradient is
+    computed directly: the inputs' as a dilated conv of the upstream gradient (TensorFlow's fast forward kernel),
+    the kernel's as one matrix product per tap. On a GPU (one is visible and the inputs are not pinned to the
+    CPU) cuDNN has dilated kernels for all three, so the conv is TensorFlow's own with its own gradient.
     """
     inputs, kernel = tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel)
-    rate, padding = list(rate), padding.upper()
+    rate, padding = [int(r) for r in rate], padding.upper()
+    if tf.config.list_logical_devices("GPU") and "CPU" not in inputs.device.upper():
+        return tf.nn.conv2d(inputs, kernel, strides=1, padding=padding, dilations=rate)
 
     @tf.custom_gradient
     def convolve(x, k):
         def gradient(upstream):
-            with tf.GradientTape() as tape:
-                tape.watch([x, k])
-                y = tf.nn.convolution(x, k, padding=padding, dilations=rate)
-            return tape.gradient(y, [x, k], output_gradients=upstream)
+            upstream = tf.convert_to_tensor(upstream)
+            return (
+                conv2d_input_gradient(upstream, k, rate, padding),
+                conv2d_kernel_gradient(x, upstream, k.shape, rate, padding),
+            )
 
         return tf.nn.conv2d(x, k, strides=1, padding=padding, dilations=rate), gradient
 
@@ -126,14 +177,61 @@ def dilated_conv2d(inputs: tf.Tensor, kernel: tf.Tensor, rate: Sequence[int], pa
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
 class Conv2D(layers.Conv2D):
-    """keras' `Conv2D` whose dilated, stride-1 form runs through `dilated_conv2d`: a faster forward pass on CPU,
-    the same results. Same variables and the same class name: `.keras` files store weights under paths made
-    from class names, so models saved with keras' Conv2D load into this one and back."""
+    """keras' `Conv2D` whose dilated, stride-1 form runs through `dilated_conv2d`: faster forward and backward
+    passes on CPU, TensorFlow's own dilated kernels on GPU, the same results. Same variables and the same class name:
+    `.keras` files store weights under paths made from class names, so models saved with keras' Conv2D load into
+    this one and back."""
 
     def convolution_op(self, inputs, kernel):
         if max(self.dilation_rate) == 1 or max(self.strides) > 1 or self.data_format != "channels_last":
             return super().convolution_op(inputs, kernel)
         return dilated_conv2d(inputs, kernel, self.dilation_rate, self.padding)
+
+
+@keras.saving.register_keras_serializable(package="keras_deeplab")
+class BatchNormalization(layers.BatchNormalization):
+    """keras' `BatchNormalization` whose training-mode pass over images (B, H, W, C) runs TensorFlow's fused
+    kernel (statistics, normalization and their gradient in one op each, oneDNN's on CPU, cuDNN's on GPU) where
+    keras runs a dozen element-wise ops forward and backward (a quarter of a ResNet-101 training step on CPU,
+    `benchmarks/profile_train_step.py`). The same numbers: the batch's biased variance normalizes and updates the
+    moving variance, as in keras. Synchronized batch norm, masks, renorm, float64 and other layouts take keras'
+    path.
+    Same variables and class name as keras' (see `Conv2D`)."""
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (
+            training
+            and self.trainable
+            and mask is None
+            and not self.synchronized
+            and not self.renorm
+            and self.center
+            and self.scale
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.variable_dtype == "float32"  # the fused kernel computes in float32, not float64
+        )
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)
+        empty = tf.constant([], tf.float32)
+        y, mean, unbiased_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x,
+            scale=tf.cast(self.gamma, tf.float32),
+            offset=tf.cast(self.beta, tf.float32),
+            mean=empty,
+            variance=empty,
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=True,
+        )
+        # The fused kernel returns the variance with Bessel's correction; keras (and its normalization) uses the
+        # biased one.
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+        variance = unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(y, self.compute_dtype)
 
 
 @dataclass(frozen=True)
@@ -144,8 +242,8 @@ class NormSettings:
     epsilon: float = constants.BATCH_NORM_EPSILON
     synchronized: bool = False
 
-    def __call__(self, name: str, epsilon: float | None = None) -> layers.BatchNormalization:
-        return layers.BatchNormalization(
+    def __call__(self, name: str, epsilon: float | None = None) -> BatchNormalization:
+        return BatchNormalization(
             momentum=self.momentum,
             epsilon=self.epsilon if epsilon is None else epsilon,
             synchronized=self.synchronized,

@@ -17,6 +17,7 @@ from keras_deeplab.checkpoints import CHECKPOINTS_FOLDER, CheckpointFolder, chec
 from keras_deeplab.importing import WeightImportError, import_weights
 from keras_deeplab.importing.read import source_kind
 from keras_deeplab.model import DeepLab, build_model
+from keras_deeplab.precision import precision_policy
 
 FINAL_MODEL = "model.keras"  # inside a run folder, written when training finishes
 
@@ -40,10 +41,10 @@ def is_run_folder(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(path, FINAL_MODEL)) or os.path.isdir(os.path.join(path, CHECKPOINTS_FOLDER))
 
 
-def load_model(path: str | os.PathLike, output_stride: int | None = None) -> DeepLab:
+def load_model(path: str | os.PathLike, output_stride: int | None = None, precision: str = "float32") -> DeepLab:
     """A trained DeepLab from a `.keras` file, a run folder or a published DeepLab file, optionally rebuilt at
-    another `output_stride` with the same weights. Raises ModelFileError (or WeightImportError) naming `path` when
-    it holds no DeepLab."""
+    another `output_stride`, and in another `precision` (constants.PRECISIONS, through `precision_policy`), with
+    the same weights. Raises ModelFileError (or WeightImportError) naming `path` when it holds no DeepLab."""
     path = os.fspath(path)
     if is_published(path):
         model = import_weights(path)
@@ -54,8 +55,12 @@ def load_model(path: str | os.PathLike, output_stride: int | None = None) -> Dee
         model = _load_keras_file(path)
     else:
         raise ModelFileError(f"{path}: no such model file or run folder")
+    changes = {}
     if output_stride is not None and output_stride != model.build_config["output_stride"]:
-        model = model.with_output_stride(output_stride)
+        changes["output_stride"] = output_stride
+    policy = precision_policy(precision)
+    if changes or policy != model.dtype_policy_name:
+        model = model.rebuilt(policy, **changes)
     return model
 
 

@@ -13,6 +13,7 @@ from keras_deeplab import constants, heads
 from keras_deeplab.backbones import backbone_build_options, backbone_spec
 from keras_deeplab.descriptors import VOC
 from keras_deeplab.layers import NormSettings, PixelNormalization, ResizeLike, ScaleImage
+from keras_deeplab.precision import dtype_policy
 from keras_deeplab.weights import load_backbone_weights
 
 
@@ -43,9 +44,25 @@ class DeepLab(keras.Model):
 
     def with_output_stride(self, output_stride: int) -> DeepLab:
         """The same network at another output stride, sharing no variables but holding equal weights."""
-        other = build_model(**{**self.build_config, "output_stride": output_stride}, name=self.name)
+        return self.rebuilt(output_stride=output_stride)
+
+    def with_dtype_policy(self, policy: str) -> DeepLab:
+        """The same network under the Keras dtype policy `policy` ("float32", "mixed_bfloat16", "mixed_float16":
+        float32 variables, the arithmetic in the policy's compute dtype, float32 logits), with equal weights."""
+        return self.rebuilt(policy=policy)
+
+    def rebuilt(self, policy: str | None = None, **changes: Any) -> DeepLab:
+        """The network rebuilt from `build_config` with `changes` (under dtype policy `policy`, else the global
+        one), sharing no variables but holding equal weights."""
+        with dtype_policy(policy or keras.mixed_precision.global_policy().name):
+            other = build_model(**{**self.build_config, **changes}, name=self.name)
         other.set_weights(self.get_weights())
         return other
+
+    @property
+    def dtype_policy_name(self) -> str:
+        """The dtype policy the network computes in: that of its layers (the input layer aside)."""
+        return self.layers[1].dtype_policy.name
 
     def feature_model(self) -> keras.Model:
         """A model on the same layers returning {'low_level', 'high_level', 'logits'}: backbone features too.

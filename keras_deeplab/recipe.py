@@ -74,7 +74,7 @@ class TrainSettings:
     init_checkpoint: str | None = None
     class_weights: list[float] | None = None
     hard_pixel_fraction: float = 1.0
-    precision: str = "float32"  # "float32" or "mixed" (float16 on GPUs, bfloat16 on CPUs; float32 loss)
+    precision: str = "float32"  # constants.PRECISIONS: float32, mixed (GPU float16 / CPU bfloat16), auto
     seed: int = 0
 
 
@@ -120,7 +120,7 @@ SECTIONS = {
     "log": LogSettings,
 }
 CHOICES = {
-    ("train", "precision"): ("float32", "mixed"),
+    ("train", "precision"): constants.PRECISIONS,
     ("train", "lr_schedule"): ("poly", "step"),
     ("distribution", "strategy"): ("auto", "mirrored", "multi_worker"),
 }

@@ -23,13 +23,15 @@ FACADES = ("keras_deeplab", "pipelines", "serving")
 # (layer, module patterns), lowest first.
 LAYERS = (
     ("foundation", ("keras_deeplab.constants", "keras_deeplab.files", "keras_deeplab.scales",
-                    "keras_deeplab.descriptors", "keras_deeplab.confusion", "keras_deeplab.lazy")),
+                    "keras_deeplab.descriptors", "keras_deeplab.confusion", "keras_deeplab.lazy",
+                    "keras_deeplab.machine")),
     ("data", ("pipelines.*",)),
     ("model", ("keras_deeplab.layers", "keras_deeplab.backbones", "keras_deeplab.backbones.*",
                "keras_deeplab.heads", "keras_deeplab.weights", "keras_deeplab.model", "keras_deeplab.complexity",
                "keras_deeplab.losses", "keras_deeplab.metrics", "keras_deeplab.inference", "keras_deeplab.visualize",
                "keras_deeplab.checkpoints", "keras_deeplab.loading", "keras_deeplab.crf", "keras_deeplab.trimap",
-               "keras_deeplab.litert", "keras_deeplab.importing", "keras_deeplab.importing.*")),
+               "keras_deeplab.litert", "keras_deeplab.importing", "keras_deeplab.importing.*",
+               "keras_deeplab.precision")),
     ("training", ("keras_deeplab.recipe", "keras_deeplab.evaluation", "keras_deeplab.training",
                   "keras_deeplab.training.*")),
     ("export", ("serving.settings", "serving.export", "serving.tflite")),

@@ -99,11 +99,13 @@ def load_predictor(
     *,
     output_stride: int | None = None,
     input_range: Sequence[float] | None = None,
+    precision: str = "float32",
 ) -> Predictor:
     """A DeepLab (`load_model`: a .keras file or a training run folder), a SavedModel folder (or an export base
     path: its highest version) or a .tflite file, behind one `Predictor`.
 
-    `output_stride` rebuilds a DeepLab at that stride. `input_range` overrides a .tflite model's pixel
+    `output_stride` rebuilds a DeepLab at that stride, `precision` in that arithmetic (constants.PRECISIONS; the
+    other kinds run as they were written). `input_range` overrides a .tflite model's pixel
     range (default: its keras_deeplab metadata, else [-1, 1] as TensorFlow's published DeepLab models take).
     """
     path = os.fspath(path)
@@ -114,6 +116,8 @@ def load_predictor(
     saved_model = os.path.isdir(path) and not is_run_folder(path)
     if output_stride is not None and (saved_model or path.endswith(".tflite")):
         raise ValueError(f"{path}: --output-stride applies to .keras models and run folders only")
+    if precision != "float32" and (saved_model or path.endswith(".tflite")):
+        raise ValueError(f"{path}: --precision applies to .keras models and run folders only")
     if input_range is not None and not path.endswith(".tflite"):
         raise ValueError(f"{path}: --input-range applies to .tflite models only")
     if path.endswith(".tflite"):
@@ -132,8 +136,8 @@ def load_predictor(
         if not hasattr(loaded, "logits"):
             raise ValueError(f"{path}: not a keras-deeplab export (it has no `logits` function)")
         return Predictor(lambda images: loaded.logits(images), f"SavedModel {path}")  # keeps `loaded` alive
-    model = load_model(path, output_stride)
-    return Predictor(lambda images: model(images, training=False), f"Keras model {path}")
+    model = load_model(path, output_stride, precision)
+    return Predictor(lambda images: model(images, training=False), f"Keras model {path} ({model.dtype_policy_name})")
 
 
 def predict_files(

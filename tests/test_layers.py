@@ -8,10 +8,20 @@ import tensorflow as tf
 from keras_deeplab.layers import Conv2D
 
 
-@pytest.mark.parametrize(("size", "rate"), [((17, 19), (3, 5)), ((9, 9), (12, 12)), ((33, 31), (2, 2))])
-def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(size, rate):
+@pytest.mark.parametrize(
+    ("size", "rate", "kernel_size", "padding"),
+    [
+        ((17, 19), (3, 5), 3, "same"),
+        ((9, 9), (12, 12), 3, "same"),
+        ((33, 31), (2, 2), 3, "same"),
+        ((21, 18), (4, 8), 4, "same"),  # even kernel: SAME pads the odd zero after (v1's 4x4 fc6)
+        ((23, 25), (4, 4), 7, "same"),  # v1's 7x7 fc6 at rate 4
+        ((19, 21), (2, 3), (3, 2), "valid"),
+    ],
+)
+def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(size, rate, kernel_size, padding):
     pixels = tf.constant(np.random.default_rng(0).normal(size=(2, *size, 6)).astype("float32"))
-    options = {"filters": 4, "kernel_size": 3, "padding": "same", "dilation_rate": rate}
+    options = {"filters": 4, "kernel_size": kernel_size, "padding": padding, "dilation_rate": rate}
     atrous, plain = Conv2D(**options), keras.layers.Conv2D(**options)
     atrous.build(pixels.shape)
     plain.build(pixels.shape)
@@ -34,6 +44,32 @@ def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(size, rate):
     convs = [list(node.attr["dilations"].list.i) for node in forward.node if node.op == "Conv2D"]
     assert convs == [[1, *rate, 1]]  # one dilated conv kernel, no SpaceToBatchND around it
     assert "SpaceToBatchND" not in {node.op for node in forward.node}
+    backward = tf.function(lambda: output_and_gradients(atrous)[1]).get_concrete_function().graph
+    ops_and_functions = {node.op for node in backward.as_graph_def().node} | {
+        node.op for function in backward.as_graph_def().library.function for node in function.node_def
+    }
+    assert not {"SpaceToBatchND", "Conv2DBackpropInput", "Conv2DBackpropFilter"} & ops_and_functions
+
+
+def test_dilated_conv_on_a_gpu_is_tensorflows_own_with_its_own_gradient(monkeypatch):
+    """Where a GPU is visible, cuDNN's dilated kernels run forward and backward: the gradient graph holds the
+    dilated Conv2DBackpropInput/Filter, not the CPU form (built here, not run: this machine has no GPU)."""
+    from keras_deeplab import layers
+
+    real = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
+    pixels, kernel = tf.zeros((1, 9, 9, 2)), tf.zeros((3, 3, 2, 2))
+
+    def gradients(x, k):
+        with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            y = layers.dilated_conv2d(x, k, (2, 2), "same")
+        return tape.gradient(y, [x, k])
+
+    graph = tf.function(gradients).get_concrete_function(pixels, kernel).graph.as_graph_def()
+    dilated = {node.op: list(node.attr["dilations"].list.i) for node in graph.node if "Conv2D" in node.op}
+    assert dilated == {op: [1, 2, 2, 1] for op in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")}
+    assert "SpaceToBatchND" not in {node.op for node in graph.node}
 
 
 def test_strided_or_undilated_conv_is_plain_conv2d():
@@ -45,11 +81,12 @@ def test_strided_or_undilated_conv_is_plain_conv2d():
 
 def test_models_saved_with_keras_conv2d_load_with_their_weights(tmp_path, monkeypatch):
     """A .keras file written by a build that used keras' own Conv2D (as keras-deeplab did before) still loads."""
-    from keras_deeplab import backbones, build_model, layers
+    from keras_deeplab import build_model, layers
+    from keras_deeplab.backbones import resnet
 
     with monkeypatch.context() as patch:
         patch.setattr(layers, "Conv2D", keras.layers.Conv2D)
-        patch.setattr(backbones.resnet, "Conv2D", keras.layers.Conv2D)
+        patch.setattr(resnet, "Conv2D", keras.layers.Conv2D)
         old = build_model(16, num_classes=3, backbone="resnet50", width_multiplier=0.125, aspp_filters=8)
     assert type(old.get_layer("aspp_atrous1_conv")) is keras.layers.Conv2D
     for weight in old.weights:
@@ -59,3 +96,41 @@ def test_models_saved_with_keras_conv2d_load_with_their_weights(tmp_path, monkey
     assert type(loaded.get_layer("aspp_atrous1_conv")) is Conv2D
     for ours, theirs in zip(loaded.weights, old.weights, strict=True):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_matches_keras_batch_norm_in_training(policy):
+    """keras_deeplab.layers.BatchNormalization trains through TensorFlow's fused kernel: the outputs, the
+    gradients of inputs, gamma and beta, and the moving statistics after the step equal keras' own layer's."""
+    from keras_deeplab.layers import BatchNormalization
+    from keras_deeplab.precision import dtype_policy
+
+    rng = np.random.default_rng(2)
+    pixels = tf.constant(rng.normal(3.0, 2.0, size=(2, 7, 9, 5)).astype("float32"))
+    options = {"momentum": 0.9, "epsilon": 1e-5}
+    with dtype_policy(policy):
+        fused, plain = BatchNormalization(**options), keras.layers.BatchNormalization(**options)
+    for layer in (fused, plain):
+        layer.build(pixels.shape)
+    plain.set_weights([rng.normal(size=w.shape).astype("float32") ** 2 + 0.5 for w in plain.weights])
+    fused.set_weights(plain.get_weights())
+    weights = tf.constant(rng.normal(size=(2, 7, 9, 5)).astype("float32"))
+
+    @tf.function
+    def step(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(pixels)
+            output = tf.cast(layer(pixels, training=True), tf.float32)
+            loss = tf.reduce_sum(output * weights)
+        return output, tape.gradient(loss, [pixels, *layer.trainable_weights])
+
+    tolerance = 1e-4 if policy == "float32" else 2e-2
+    (fused_output, fused_gradients), (plain_output, plain_gradients) = step(fused), step(plain)
+    graph = step.get_concrete_function(fused).graph.as_graph_def()
+    assert "FusedBatchNormV3" in {node.op for node in graph.node}
+    np.testing.assert_allclose(fused_output, plain_output, rtol=tolerance, atol=tolerance)
+    for ours, theirs in zip(fused_gradients, plain_gradients, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance * float(tf.reduce_max(tf.abs(theirs))))
+    for ours, theirs in zip(fused.non_trainable_weights, plain.non_trainable_weights, strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, err_msg=ours.path)
+    np.testing.assert_allclose(fused(pixels, training=False), plain(pixels, training=False), rtol=1e-5, atol=1e-5)

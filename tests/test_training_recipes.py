@@ -67,7 +67,7 @@ def test_overrides_set_any_key_with_json_values(tmp_path):
         ({"train": {"steps": 0}}, "'train.steps' must be positive"),
         ({"train": {"learning_rate": "fast"}}, "'train.learning_rate' must be a number"),
         ({"eval": {"scales": [1, "x"]}}, "'eval.scales' must be a list of a number"),
-        ({"train": {"precision": "float16"}}, r"'train.precision' must be one of \('float32', 'mixed'\)"),
+        ({"train": {"precision": "float16"}}, r"'train.precision' must be one of \('float32', 'mixed', 'auto'\)"),
         ({"model": {"num_classes": 3}, "train": {"class_weights": [1, 2]}}, "has 2 entries for 3 classes"),
         ({"data": {"min_scale": 2.0, "max_scale": 1.0}}, "'data.max_scale' .* is below"),
         ({"data": []}, "'data' must be an object"),

@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab import build_model
+from keras_deeplab.precision import dtype_policy, precision_policy
 from keras_deeplab.recipe import DistributionSettings, TrainSettings
 from keras_deeplab.training.step import make_optimizer, make_train_step, poly_learning_rate
-from keras_deeplab.training.strategy import dtype_policy, make_strategy, precision_policy
+from keras_deeplab.training.strategy import make_strategy
 
 NUM_CLASSES = 4
 SETTINGS = TrainSettings(steps=10, learning_rate=0.02, momentum=0.9, weight_decay=1e-3)

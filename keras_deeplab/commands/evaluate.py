@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--root", default=None, help="dataset folder (not needed for synthetic)")
     parser.add_argument("--split", default="val")
     parser.add_argument("--output-stride", type=int, default=None, choices=constants.OUTPUT_STRIDES)
+    parser.add_argument(
+        "--precision", choices=constants.PRECISIONS, default="float32", help="arithmetic (auto: bfloat16 where native)"
+    )
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="average with the left-right flipped image")
     parser.add_argument("--max-examples", type=positive_int, default=None, help="only the first N examples")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crf_search or args.crf_grid:
         grid = dict(args.crf_grid) or constants.DENSE_CRF_SEARCH_GRID
-        model = load_model(args.model, args.output_stride)
+        model = load_model(args.model, args.output_stride, args.precision)
         source = open_source(args.format, args.root, args.split)
         scored = crf_grid_search(
             model,
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         args.root,
         args.split,
         output_stride=args.output_stride,
+        precision=args.precision,
         scales=args.scales,
         flip=args.flip,
         max_examples=args.max_examples,

@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="model base path; the version is a sub-folder")
     parser.add_argument("--version", type=int, help="version number (default: one above the highest there)")
     parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="rebuild at this stride")
+    parser.add_argument(
+        "--precision", choices=constants.PRECISIONS, default="float32", help="arithmetic (auto: bfloat16 where native)"
+    )
     parser.add_argument("--scores", action="store_true", help="also return the class probabilities")
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest height x width")
     parser.set_defaults(run=run)
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_deeplab.loading import load_model
     from serving.export import export_saved_model, folder_bytes
 
-    model = load_model(args.model)
+    model = load_model(args.model, precision=args.precision)
     path = export_saved_model(
         model, args.out, args.version, output_stride=args.output_stride, scores=args.scores, max_pixels=args.max_pixels
     )

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also predict the left-right mirrored image")
     parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="Keras models only")
+    parser.add_argument(
+        "--precision", choices=constants.PRECISIONS, default="float32", help="arithmetic (auto: bfloat16 where native)"
+    )
     parser.add_argument("--input-range", type=number_pair, help=".tflite only: pixel range it takes, e.g. -1,1")
     parser.add_argument("--crf", action="store_true", help="refine with the fully connected CRF (DeepLab v1/v2)")
     parser.add_argument(
@@ -35,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from serving.predict import load_predictor, predict_files
 
-    predictor = load_predictor(args.model, output_stride=args.output_stride, input_range=args.input_range)
+    predictor = load_predictor(
+        args.model, output_stride=args.output_stride, input_range=args.input_range, precision=args.precision
+    )
     print(f"predicting with {predictor.description}")
     crf = dict(args.crf_param) if args.crf or args.crf_param else None
     written = predict_files(args.images, predictor, args.out, args.scales, args.flip, args.max_pixels, crf)

@@ -23,17 +23,16 @@ from keras_deeplab.evaluation import evaluate_model
 from keras_deeplab.files import TEMPORARY_PREFIX, atomic_path, read_json, write_json
 from keras_deeplab.loading import FINAL_MODEL, load_model
 from keras_deeplab.model import DeepLab, build_model
+from keras_deeplab.precision import dtype_policy, precision_policy
 from keras_deeplab.recipe import Recipe, RecipeError, load_recipe
 from keras_deeplab.training.inputs import distributed_training_data, open_sources
 from keras_deeplab.training.step import build_training_model, learning_rate_schedule, make_optimizer, make_train_step
 from keras_deeplab.training.strategy import (
     cluster_size,
     cluster_sum,
-    dtype_policy,
     is_chief,
     lost_task,
     make_strategy,
-    precision_policy,
     this_task,
 )
 from keras_deeplab.visualize import colorize
@@ -126,6 +125,7 @@ class TrainingRun:
     def __init__(self, recipe: Recipe, strategy: tf.distribute.Strategy, policy: str, progress: bool) -> None:
         self.recipe = recipe
         self.strategy = strategy
+        self.policy = policy
         self.progress = progress
         self.chief = is_chief(strategy)
         self.task = this_task(strategy)  # "worker 1" in a cluster, else ""
@@ -224,7 +224,7 @@ class TrainingRun:
             self.step = step
             batch = next(iterator)
             loss = float(train_step(batch))
-            if not np.isfinite(loss) and recipe.train.precision == "float32":
+            if not np.isfinite(loss) and self.policy == "float32":
                 raise FloatingPointError(f"{recipe.run_dir}: the loss is {loss} at step {step}")
             learning_rate = float(schedule(step - 1))
             if bar is not None:

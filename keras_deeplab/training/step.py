@@ -88,7 +88,9 @@ def make_train_step(
     boosted = {id(variable) for variable in classifier_variables(model)} if multiplier != 1.0 else set()
 
     def replica_step(images, masks):
-        with tf.GradientTape() as tape:
+        # The name scopes "forward", "backward" and "update" label each op's phase in a profile
+        # (benchmarks/profile_train_step.py).
+        with tf.GradientTape() as tape, tf.name_scope("forward"):
             outputs = network(images, training=True)
             total, normalizer = 0.0, None
             for logits in outputs if isinstance(outputs, list | tuple) else [outputs]:
@@ -104,13 +106,15 @@ def make_train_step(
                 loss += train.weight_decay * decay / num_replicas
             scaled_loss = optimizer.scale_loss(loss) if loss_scaling else loss
         variables = model.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-        if boosted:
-            gradients = [
-                gradient * multiplier if id(variable) in boosted and gradient is not None else gradient
-                for gradient, variable in zip(gradients, variables, strict=True)
-            ]
-        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        with tf.name_scope("backward"):
+            gradients = tape.gradient(scaled_loss, variables)
+        with tf.name_scope("update"):
+            if boosted:
+                gradients = [
+                    gradient * multiplier if id(variable) in boosted and gradient is not None else gradient
+                    for gradient, variable in zip(gradients, variables, strict=True)
+                ]
+            optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return loss
 
     @tf.function

@@ -1,15 +1,12 @@
-"""Distribution and precision: the tf.distribute strategy of a recipe, the chief, the Keras dtype policy."""
+"""Distribution: the tf.distribute strategy of a recipe, the cluster's tasks, the chief."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import re
-from collections.abc import Iterator
 
-import keras
 import tensorflow as tf
 
 from keras_deeplab.recipe import DistributionSettings
@@ -91,23 +88,3 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
-
-
-def precision_policy(precision: str) -> str:
-    """The Keras dtype policy of `precision`: "float32", or for "mixed" float16 on GPUs and bfloat16 on CPUs."""
-    if precision == "float32":
-        return "float32"
-    if precision == "mixed":
-        return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
-    raise ValueError(f"precision must be 'float32' or 'mixed', got {precision!r}")
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    """Set Keras' global dtype policy to `name` inside the block, restoring the previous one after."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
