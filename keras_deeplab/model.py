@@ -12,7 +12,7 @@ from keras import layers
 from keras_deeplab import constants, heads
 from keras_deeplab.backbones import backbone_build_options, backbone_spec
 from keras_deeplab.descriptors import VOC
-from keras_deeplab.layers import NormSettings, PixelNormalization, ResizeLike, ScaleImage
+from keras_deeplab.layers import Conv2D, NormSettings, PixelNormalization, ResizeLike, ScaleImage
 from keras_deeplab.precision import dtype_policy
 from keras_deeplab.weights import load_backbone_weights
 
@@ -232,7 +232,7 @@ def build_model(
         )
         if decoder:
             x = heads.decoder(x, features.low_level, norm=norm, separable=separable, align_corners=align_corners)
-        scores = layers.Conv2D(num_classes, 1, name="logits")(x)
+        scores = Conv2D(num_classes, 1, name="logits")(x)
     if scales is None:
         logits = ResizeLike(align_corners, name="logits_upsample", dtype="float32")([scores, inputs])
         model = DeepLab(inputs, logits, build_config, features=features.tensors(), name=name)

@@ -17,6 +17,8 @@ from keras_deeplab.layers import Conv2D
         ((21, 18), (4, 8), 4, "same"),  # even kernel: SAME pads the odd zero after (v1's 4x4 fc6)
         ((23, 25), (4, 4), 7, "same"),  # v1's 7x7 fc6 at rate 4
         ((19, 21), (2, 3), (3, 2), "valid"),
+        ((15, 17), (1, 1), 3, "same"),  # undilated: TensorFlow's filter gradient, the inputs' as a conv
+        ((15, 17), (1, 1), 1, "valid"),  # 1x1: the kernel's gradient one matrix product
     ],
 )
 def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(size, rate, kernel_size, padding):
@@ -42,17 +44,19 @@ def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(size, rate, kern
         np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3 * float(tf.reduce_max(tf.abs(theirs))))
     forward = tf.function(atrous).get_concrete_function(pixels).graph.as_graph_def()
     convs = [list(node.attr["dilations"].list.i) for node in forward.node if node.op == "Conv2D"]
-    assert convs == [[1, *rate, 1]]  # one dilated conv kernel, no SpaceToBatchND around it
+    assert convs == [[1, *rate, 1]]  # one (dilated) conv kernel, no SpaceToBatchND around it
     assert "SpaceToBatchND" not in {node.op for node in forward.node}
     backward = tf.function(lambda: output_and_gradients(atrous)[1]).get_concrete_function().graph
     ops_and_functions = {node.op for node in backward.as_graph_def().node} | {
         node.op for function in backward.as_graph_def().library.function for node in function.node_def
     }
-    assert not {"SpaceToBatchND", "Conv2DBackpropInput", "Conv2DBackpropFilter"} & ops_and_functions
+    assert not {"SpaceToBatchND", "Conv2DBackpropInput"} & ops_and_functions
+    assert ("Conv2DBackpropFilter" in ops_and_functions) == (rate == (1, 1) and kernel_size == 3)
 
 
-def test_dilated_conv_on_a_gpu_is_tensorflows_own_with_its_own_gradient(monkeypatch):
-    """Where a GPU is visible, cuDNN's dilated kernels run forward and backward: the gradient graph holds the
+@pytest.mark.parametrize("rate", [1, 2])
+def test_conv_on_a_gpu_is_tensorflows_own_with_its_own_gradient(monkeypatch, rate):
+    """Where a GPU is visible, cuDNN's kernels run forward and backward: the gradient graph holds the
     dilated Conv2DBackpropInput/Filter, not the CPU form (built here, not run: this machine has no GPU)."""
     from keras_deeplab import layers
 
@@ -63,20 +67,20 @@ def test_dilated_conv_on_a_gpu_is_tensorflows_own_with_its_own_gradient(monkeypa
     def gradients(x, k):
         with tf.GradientTape() as tape:
             tape.watch([x, k])
-            y = layers.dilated_conv2d(x, k, (2, 2), "same")
+            y = layers.stride1_conv2d(x, k, (rate, rate), "same")
         return tape.gradient(y, [x, k])
 
     graph = tf.function(gradients).get_concrete_function(pixels, kernel).graph.as_graph_def()
     dilated = {node.op: list(node.attr["dilations"].list.i) for node in graph.node if "Conv2D" in node.op}
-    assert dilated == {op: [1, 2, 2, 1] for op in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")}
+    assert dilated == {op: [1, rate, rate, 1] for op in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")}
     assert "SpaceToBatchND" not in {node.op for node in graph.node}
 
 
-def test_strided_or_undilated_conv_is_plain_conv2d():
-    layer = Conv2D(4, 3, padding="same")
+def test_strided_conv_is_keras_own():
+    layer = Conv2D(4, 3, strides=2, padding="same")
     pixels = tf.zeros((1, 8, 8, 3))
     graph = tf.function(layer).get_concrete_function(pixels).graph.as_graph_def()
-    assert "IdentityN" not in {node.op for node in graph.node}  # no custom gradient when there is no dilation
+    assert "IdentityN" not in {node.op for node in graph.node}  # no custom gradient: TensorFlow's own
 
 
 def test_models_saved_with_keras_conv2d_load_with_their_weights(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from keras import layers
 
 from keras_deeplab import constants
 from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec, official_conv_names
-from keras_deeplab.layers import NormSettings
+from keras_deeplab.layers import Conv2D, NormSettings
 
 _EPSILON = constants.MOBILENETV2_BATCH_NORM_EPSILON
 # Batch-norm epsilon of the official TF1 MobileNetV2: slim.batch_norm's default, kept by mobilenet_v2's
@@ -73,7 +73,7 @@ def inverted_residual(
     """
     inputs, in_channels = x, int(x.shape[-1])
     if expansion > 1:
-        x = layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=f"{name}expand")(x)
+        x = Conv2D(expansion * in_channels, 1, use_bias=False, name=f"{name}expand")(x)
         x = norm(f"{name}expand_BN", epsilon=_EPSILON)(x)
         x = layers.ReLU(6.0, name=f"{name}expand_relu")(x)
     x = layers.DepthwiseConv2D(
@@ -81,7 +81,7 @@ def inverted_residual(
     )(x)
     x = norm(f"{name}depthwise_BN", epsilon=_EPSILON)(x)
     depthwise = x = layers.ReLU(6.0, name=f"{name}depthwise_relu")(x)
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}project")(x)
+    x = Conv2D(filters, 1, use_bias=False, name=f"{name}project")(x)
     x = norm(f"{name}project_BN", epsilon=_EPSILON)(x)
     if residual and in_channels == filters:
         x = layers.Add(name=f"{name}add")([inputs, x])
@@ -106,7 +106,7 @@ def mobilenetv2_features(
     """
     constants.check_output_stride(output_stride)
     widths = stage_widths(width_multiplier, width_divisor)
-    x = layers.Conv2D(
+    x = Conv2D(
         widths[0],
         3,
         strides=2,

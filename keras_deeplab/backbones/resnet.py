@@ -45,13 +45,13 @@ def resnet_stem(x, stem: str, width_multiplier: float, norm: NormSettings, layou
     epsilon = OFFICIAL_BATCH_NORM_EPSILON if slim else _EPSILON
     if stem == "keras":
         x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = layers.Conv2D(scaled_width(64, width_multiplier), 7, strides=2, use_bias=not slim, name="conv1_conv")(x)
+        x = Conv2D(scaled_width(64, width_multiplier), 7, strides=2, use_bias=not slim, name="conv1_conv")(x)
         x = norm("conv1_bn", epsilon=epsilon)(x)
         x = layers.Activation("relu", name="conv1_relu")(x)
     elif stem == "beta":
         x = layers.ZeroPadding2D(1, name="conv1_pad")(x)
         for index, (filters, strides) in enumerate(((64, 2), (64, 1), (128, 1)), start=1):
-            x = layers.Conv2D(
+            x = Conv2D(
                 scaled_width(filters, width_multiplier),
                 3,
                 strides=strides,
@@ -98,24 +98,24 @@ def bottleneck(
     the official decoder's input on block1 unit 2).
     """
     if conv_shortcut:
-        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=use_bias, name=f"{name}_0_conv")(x)
+        shortcut = Conv2D(4 * filters, 1, strides=stride, use_bias=use_bias, name=f"{name}_0_conv")(x)
         shortcut = norm(f"{name}_0_bn", epsilon=epsilon)(shortcut)
     elif stride > 1:
         shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
     else:
         shortcut = x
     stride1, stride2 = (stride, 1) if stride_in == "conv1" else (1, stride)
-    x = layers.Conv2D(filters, 1, strides=stride1, use_bias=use_bias, name=f"{name}_1_conv")(x)
+    x = Conv2D(filters, 1, strides=stride1, use_bias=use_bias, name=f"{name}_1_conv")(x)
     x = norm(f"{name}_1_bn", epsilon=epsilon)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
     if stride2 > 1:
         x = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
-        x = layers.Conv2D(filters, 3, strides=stride2, use_bias=use_bias, name=f"{name}_2_conv")(x)
+        x = Conv2D(filters, 3, strides=stride2, use_bias=use_bias, name=f"{name}_2_conv")(x)
     else:
         x = Conv2D(filters, 3, padding="same", dilation_rate=rate, use_bias=use_bias, name=f"{name}_2_conv")(x)
     x = norm(f"{name}_2_bn", epsilon=epsilon)(x)
     x = layers.Activation("relu", name=f"{name}_2_relu")(x)
-    x = layers.Conv2D(4 * filters, 1, use_bias=use_bias, name=f"{name}_3_conv")(x)
+    x = Conv2D(4 * filters, 1, use_bias=use_bias, name=f"{name}_3_conv")(x)
     residual = x = norm(f"{name}_3_bn", epsilon=epsilon)(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out")(x), residual

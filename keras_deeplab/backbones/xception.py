@@ -23,7 +23,7 @@ from keras_deeplab.backbones.base import (
     official_conv_names,
     scaled_width,
 )
-from keras_deeplab.layers import NormSettings
+from keras_deeplab.layers import Conv2D, NormSettings
 
 SKIP_CONNECTIONS = ("conv", "sum", "none")
 # Batch-norm epsilon of the official TF1 Xception: xception_arg_scope's batch_norm_epsilon (tensorflow/models
@@ -57,7 +57,7 @@ def separable_conv_bn(
     x = norm(f"{name}_depthwise_bn")(x)
     if depthwise_relu or not relu_first:
         x = layers.Activation("relu", name=f"{name}_depthwise_relu")(x)
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
+    x = Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
     x = norm(f"{name}_pointwise_bn")(x)
     if not relu_first:
         x = layers.Activation("relu", name=f"{name}_relu")(x)
@@ -90,7 +90,7 @@ def xception_unit(
         if index == 1:
             second = x
     if skip == "conv":
-        shortcut = layers.Conv2D(filters[2], 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(shortcut)
+        shortcut = Conv2D(filters[2], 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(shortcut)
         shortcut = norm(f"{name}_shortcut_bn")(shortcut)
     if skip != "none":
         x = layers.Add(name=f"{name}_add")([shortcut, x])
@@ -112,7 +112,7 @@ def xception65_features(
     x = inputs
     for index, (filters, stride) in enumerate(zip(constants.XCEPTION65_STEM_FILTERS, (2, 1), strict=True), start=1):
         name = f"entry_flow_conv1_{index}"
-        x = layers.Conv2D(
+        x = Conv2D(
             scaled_width(filters, width_multiplier), 3, strides=stride, padding="same", use_bias=False, name=name
         )(x)
         x = norm(f"{name}_bn")(x)
