@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from keras_deeplab import machine
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
 
@@ -22,6 +24,7 @@ def main() -> int:
     peers.add_model_arguments(parser)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    print(machine.describe())
 
     import keras
     import numpy as np

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -28,24 +27,6 @@ SHARED_SAMPLE = os.path.join(ROOT, "..", "shared", "data", "voc2012_sample")
 PHOTO = "2007_000039"
 HEIGHT, WIDTH, NUM_CLASSES = 375, 500, 21
 TARGET_S = 0.5
-FLAGS_SHOWN = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu() -> dict:
-    """{'model', 'flags' (those of FLAGS_SHOWN present), 'cores' (usable by this process)}."""
-    model, flags = None, None
-    try:
-        with open("/proc/cpuinfo", encoding="utf8") as handle:
-            for line in handle:
-                if line.startswith("model name") and model is None:
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and flags is None:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    model, flags = model or platform.processor() or "unknown", flags or set()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "flags": [flag for flag in FLAGS_SHOWN if flag in flags], "cores": cores}
 
 
 def photo_and_labels() -> tuple[np.ndarray, np.ndarray, str]:
@@ -98,24 +79,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--iterations", type=int, default=10)
     args = parser.parse_args(argv)
 
-    from keras_deeplab import constants
+    from keras_deeplab import constants, machine
     from keras_deeplab.crf import dense_crf
 
     image, labels, source = photo_and_labels()
     probabilities = noisy_probabilities(labels)
     valid = labels != constants.IGNORE_LABEL
-    machine = cpu()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     settings = {
         "defaults (run_densecrf.sh)": {},
         "ResNet-101 release": {k: v for k, v in constants.DENSE_CRF_RESNET101.items() if k != "iterations"},
     }
-    print(f"CPU: {machine['model']}; {machine['cores']} cores; flags: {', '.join(machine['flags']) or 'none shown'}")
+    print(machine.describe())
     print(f"photo: {source}; {WIDTH}x{HEIGHT}, {NUM_CLASSES} classes, {args.iterations} iterations, {args.runs} runs")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"load average (1 min) before timing: {load:.2f} on {machine['cores']} cores")
+    print(f"load average (1 min) before timing: {load:.2f} on {cores} cores")
     print(f"{'parameters':<28} {'median s':>9} {'min s':>7} {'CPU s':>7} {'target s':>9}  within  accuracy")
     results = {
-        "cpu": machine,
+        "cpu": machine.describe(),
         "load_average": load,
         "photo": source,
         "iterations": args.iterations,

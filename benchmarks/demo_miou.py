@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 
+from keras_deeplab import machine
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -21,6 +23,7 @@ def main() -> int:
     parser.add_argument("--scales", default="0.5,0.75,1.0,1.25,1.5,1.75", help="multi-scale evaluation scales")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    print(machine.describe())
 
     import pipelines
     from keras_deeplab.evaluation import evaluate_model, format_table

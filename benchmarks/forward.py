@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from keras_deeplab import machine
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
 
@@ -47,6 +49,7 @@ def main() -> int:
     if args.one:
         print(json.dumps(measure(json.loads(args.one), args.size, args.runs, args.warmup)))
         return 0
+    print(machine.describe())
     print(f"batch 1, {args.size}x{args.size}, float32, {os.cpu_count()} CPU cores, median of {args.runs}")
     print(f"{'model':<34}{'median s':>10}{'min s':>9}{'peak MiB':>10}")
     for config in CONFIGS:

@@ -12,6 +12,8 @@ import os
 import tempfile
 import time
 
+from keras_deeplab import machine
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--crop-size", type=int, default=513)
     parser.add_argument("--cache", action="store_true", help="cache decoded examples in memory")
     args = parser.parse_args()
+    print(machine.describe())
     with tempfile.TemporaryDirectory() as root:
         write_voc(root, args.images)
         source = open_source("voc", root, "train")

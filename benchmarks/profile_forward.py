@@ -15,6 +15,8 @@ import os
 import sys
 import time
 
+from keras_deeplab import machine
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
 
@@ -24,6 +26,7 @@ def main() -> int:
     peers.add_model_arguments(parser)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
+    print(machine.describe())
 
     import numpy as np
     import tensorflow as tf

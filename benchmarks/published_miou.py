@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from keras_deeplab import machine
 from keras_deeplab.evaluation import evaluate
 from keras_deeplab.importing import import_weights
 from keras_deeplab.litert import open_interpreter
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--root", default=os.path.join(SHARED, "data", "voc2012_sample"), help="a VOC folder")
     parser.add_argument("--split", default="trainval")
     args = parser.parse_args()
+    print(machine.describe())
 
     model = import_weights(args.tflite)
     source = open_source("voc", args.root, args.split)

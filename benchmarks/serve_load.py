@@ -36,7 +36,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from keras_deeplab import build_model
+from keras_deeplab import build_model, machine
 from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
 from serving.export import export_saved_model
@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per client (M)")
     parser.add_argument("--hostile", action="store_true", help="hostile clients beside the good ones")
     args = parser.parse_args()
+    print(machine.describe())
 
     model = load_model(args.model) if args.model else build_model(args.output_stride, backbone=args.backbone)
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from keras_deeplab import build_model
+from keras_deeplab import build_model, machine
 from keras_deeplab.loading import load_model
 from pipelines import synthetic_source
 from serving.tflite import QUANTIZATIONS, TFLiteModel, convert, fit_and_pad
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT interpreter threads")
     args = parser.parse_args()
+    print(machine.describe())
 
     model = load_model(args.model) if args.model else build_model(args.output_stride, backbone=args.backbone)
     name = args.model or f"{args.backbone} (fresh weights)"

@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from keras_deeplab import machine
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
 
@@ -103,6 +105,7 @@ def main() -> int:
         result = (measure_ours if args.one == "ours" else measure_model_garden)(args)
         print(json.dumps(result))
         return 0
+    print(machine.describe())
     sides = [("keras-deeplab DeepLabv3 ResNet-101", sys.executable, "ours")]
     if not args.no_model_garden:
         sides.append(("Model Garden seg_deeplabv3_pascal", peers.ensure_model_garden_python(), "modelgarden"))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
+from keras_deeplab import machine
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
@@ -59,6 +61,7 @@ def median_ms(function, x) -> float:
 
 def main() -> None:
     rng = np.random.default_rng(0)
+    print(machine.describe())
     print(f"3x3 conv on a 1x{SIZE}x{SIZE} map, float32, {os.cpu_count()} CPU cores")
     for channels, filters in SHAPES:
         x = tf.constant(rng.standard_normal((1, SIZE, SIZE, channels)), tf.float32)

@@ -80,3 +80,12 @@ def test_precision_option_of_predict_evaluate_and_export(tmp_path, tmp_path_fact
     with pytest.raises(SystemExit):
         main(["predict", str(photo), "--model", keras_path, "--out", str(tmp_path / "o"), "--precision", "half"])
     assert "invalid choice: 'half'" in capsys.readouterr().err
+
+
+def test_every_benchmark_prints_the_cpu_it_ran_on():
+    """Figures from different machines are not comparable: each benchmark script prints `machine.describe()`."""
+    import pathlib
+
+    scripts = sorted(pathlib.Path(__file__).parent.parent.joinpath("benchmarks").glob("*.py"))
+    silent = [path.name for path in scripts if path.name != "peers.py" and "machine.describe()" not in path.read_text()]
+    assert len(scripts) > 10 and silent == []

@@ -158,3 +158,31 @@ def test_a_second_strategy_in_one_process_runs_synchronized_batch_norm_of_other_
         batch = next(iter(strategy.experimental_distribute_dataset(images)))
         outputs = strategy.run(tf.function(lambda x, norm=norm: norm(x, training=True)), (batch,))
         assert all(np.all(np.isfinite(part)) for part in strategy.experimental_local_results(outputs))
+
+
+def test_the_fast_cpu_layers_give_keras_plain_gradients(monkeypatch):
+    """The whole network's gradients with keras_deeplab's Conv2D (direct conv gradients, dilated included) and
+    BatchNormalization (the fused kernel) equal those of the same network built from keras' own layers."""
+    from keras_deeplab import heads, layers, model
+    from keras_deeplab.backbones import resnet
+
+    ours = tiny_model()
+    with monkeypatch.context() as patch:
+        for module in (layers, heads, model, resnet):
+            patch.setattr(module, "Conv2D", keras.layers.Conv2D)
+        patch.setattr(layers, "BatchNormalization", keras.layers.BatchNormalization)
+        plain = tiny_model()
+    assert type(plain.get_layer("aspp_atrous1_conv")) is keras.layers.Conv2D
+    assert type(plain.get_layer("conv4_block1_2_bn")) is keras.layers.BatchNormalization
+    plain.set_weights(ours.get_weights())
+    images, masks = batch_of_four()
+
+    def gradients(network):
+        with tf.GradientTape() as tape:
+            logits = network(images, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.minimum(masks, 3), logits))
+        return tape.gradient(loss, network.trainable_variables)
+
+    for got, want, variable in zip(gradients(ours), gradients(plain), ours.trainable_variables, strict=True):
+        scale = float(tf.reduce_max(tf.abs(want))) + 1e-12
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale, err_msg=variable.path)
