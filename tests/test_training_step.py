@@ -19,9 +19,10 @@ TWO_CPUS = DistributionSettings(strategy="mirrored", devices=["/cpu:0", "/cpu:1"
 
 
 RESNET50 = {"backbone": "resnet50", "width_multiplier": 0.125}
-BACKBONES = {  # the v3 ResNet and the two v3+ backbones with decoder and atrous separable convs
+# The v3 ResNet, and a v3+ backbone with decoder and atrous separable convs. Xception-65 builds its batch norms
+# with the same NormSettings as these two; at two minutes of tracing it is left to the export and import tests.
+BACKBONES = {
     "resnet50": RESNET50,
-    "xception65": {"backbone": "xception65", "width_multiplier": 0.0625, "decoder": True, "separable": True},
     "mobilenetv2": {"backbone": "mobilenetv2", "width_multiplier": 0.35, "decoder": True, "separable": True},
 }
 
@@ -160,29 +161,31 @@ def test_a_second_strategy_in_one_process_runs_synchronized_batch_norm_of_other_
         assert all(np.all(np.isfinite(part)) for part in strategy.experimental_local_results(outputs))
 
 
-def test_the_fast_cpu_layers_give_keras_plain_gradients(monkeypatch):
-    """The whole network's gradients with keras_deeplab's Conv2D (direct conv gradients, dilated included) and
-    BatchNormalization (the fused kernel) equal those of the same network built from keras' own layers."""
+def test_the_fast_cpu_convs_give_keras_plain_gradients_through_the_whole_network(monkeypatch):
+    """The whole network's gradients with keras_deeplab's Conv2D (direct conv gradients, dilated included) equal
+    those of the same network built from keras' own layers. In float64: float32 rounding alone moves this tiny
+    random network's stem gradient by some percent, either way (the batch norm's fused kernel, float32 only, is
+    compared layer by layer in tests/test_layers.py)."""
     from keras_deeplab import heads, layers, model
     from keras_deeplab.backbones import resnet
 
-    ours = tiny_model()
-    with monkeypatch.context() as patch:
-        for module in (layers, heads, model, resnet):
-            patch.setattr(module, "Conv2D", keras.layers.Conv2D)
-        patch.setattr(layers, "BatchNormalization", keras.layers.BatchNormalization)
-        plain = tiny_model()
+    with dtype_policy("float64"):
+        ours = tiny_model()
+        with monkeypatch.context() as patch:
+            for module in (layers, heads, model, resnet):
+                patch.setattr(module, "Conv2D", keras.layers.Conv2D)
+            plain = tiny_model()
     assert type(plain.get_layer("aspp_atrous1_conv")) is keras.layers.Conv2D
-    assert type(plain.get_layer("conv4_block1_2_bn")) is keras.layers.BatchNormalization
+    assert type(ours.get_layer("conv4_block1_2_conv")) is not keras.layers.Conv2D
     plain.set_weights(ours.get_weights())
     images, masks = batch_of_four()
+    labels = np.minimum(masks, NUM_CLASSES - 1).astype("int32")
 
     def gradients(network):
         with tf.GradientTape() as tape:
-            logits = network(images, training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.minimum(masks, 3), logits))
+            logits = network(images.astype("float64"), training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         return tape.gradient(loss, network.trainable_variables)
 
     for got, want, variable in zip(gradients(ours), gradients(plain), ours.trainable_variables, strict=True):
-        scale = float(tf.reduce_max(tf.abs(want))) + 1e-12
-        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale, err_msg=variable.path)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=variable.path)
