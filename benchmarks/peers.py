@@ -11,6 +11,7 @@ Also the timing and memory helpers every benchmark script shares.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -123,6 +124,14 @@ def random_batch(tf, batch: int, size: int, ignored: float = 0.1):
     labels = tf.random.stateless_uniform((batch, size, size), (0, 2), 0, 21, dtype=tf.int32)
     dropped = tf.random.stateless_uniform((batch, size, size), (0, 3)) < ignored
     return images, tf.cast(tf.where(dropped, 255, labels), tf.uint8)
+
+
+def print_times(heading: str, seconds: collections.Counter[str], top: int, width: int, total: float = 0.0) -> None:
+    """`heading` (with "s" and, given the `total`, "share" columns), then the `top` largest entries of `seconds`,
+    each name cut to its last `width` characters, its seconds, and its share of `total` when given."""
+    print(f"{heading:<{width}}{'s':>8}{'share' if total else '':>8}")
+    for name, spent in seconds.most_common(top):
+        print(f"{name[-width:]:<{width}}{spent:>8.3f}" + (f"{spent / total:>8.1%}" if total else ""))
 
 
 def peak_memory_mib() -> float:

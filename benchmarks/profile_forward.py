@@ -65,12 +65,9 @@ def main() -> int:
     total = sum(by_type.values())
     print(title)
     print(f"untraced run {wall:.2f} s; traced node time {total:.2f} s over {len(by_node)} nodes")
-    print(f"{'op type':<32}{'s':>8}{'share':>8}")
-    for op_type, seconds in by_type.most_common(args.top):
-        print(f"{op_type:<32}{seconds:>8.3f}{seconds / total:>8.1%}")
-    print(f"\n{'slowest nodes':<60}{'s':>8}")
-    for name, seconds in by_node.most_common(args.top):
-        print(f"{name[-60:]:<60}{seconds:>8.3f}")
+    peers.print_times("op type", by_type, args.top, 32, total)
+    print()
+    peers.print_times("slowest nodes", by_node, args.top, 60)
     return 0
 
 

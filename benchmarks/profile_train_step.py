@@ -104,12 +104,10 @@ def main() -> int:
     print(f"traced op time {total:.2f} s over {len(by_node)} ops")
     for phase, types in sorted(by_phase.items(), key=lambda item: -sum(item[1].values())):
         phase_total = sum(types.values())
-        print(f"\n{phase}: {phase_total:.2f} s ({phase_total / total:.0%})")
-        for op_type, time in types.most_common(args.top):
-            print(f"  {op_type:<40}{time:>8.3f}{time / total:>8.1%}")
-    print(f"\n{'slowest ops':<80}{'s':>8}")
-    for node, time in by_node.most_common(args.top):
-        print(f"  {node[-78:]:<78}{time:>8.3f}")
+        print()
+        peers.print_times(f"{phase}: {phase_total:.2f} s ({phase_total / total:.0%})", types, args.top, 40, total)
+    print()
+    peers.print_times("slowest ops", by_node, args.top, 80)
     return 0
 
 
