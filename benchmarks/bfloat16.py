@@ -37,8 +37,6 @@ def main() -> int:
     import tensorflow as tf
 
     from keras_deeplab import build_model, machine
-    from keras_deeplab.evaluation import evaluate_model
-    from keras_deeplab.inference import predict_class_map
     from keras_deeplab.loading import load_model
     from keras_deeplab.precision import precision_policy
     from pipelines.formats import open_source
@@ -64,11 +62,9 @@ def main() -> int:
     print(f"{'model':<44}{'policy':<16}{'agree':>8}{'mIoU':>8}{'pixel acc':>10}")
     for path in args.model:
         trained = load_model(path)
-        maps, images = {}, list(photo_batches(source))
+        maps = {}
         for policy in POLICIES:
-            model = trained.with_dtype_policy(policy)
-            maps[policy] = np.concatenate([predict_class_map(model, image).numpy().ravel() for image in images])
-            scores = evaluate_model(model, source) if source is not None else None
+            maps[policy], scores = class_maps_and_scores(trained.with_dtype_policy(policy), source)
             agree = float(np.mean(maps[policy] == maps["float32"]))
             miou = f"{100 * scores['miou']:.2f}" if scores else "-"
             accuracy = f"{100 * scores['pixel_accuracy']:.2f}" if scores else "-"
@@ -76,17 +72,26 @@ def main() -> int:
     return 0
 
 
-def photo_batches(source):
-    """Each photo of `source` as a (1, H, W, 3) float32 batch; the shipped bird photo when `source` is None."""
+def class_maps_and_scores(model, source):
+    """(the class ids of every photo of `source`, flattened; {'miou', 'pixel_accuracy', ...} against its labels),
+    each photo predicted once; for `source` None, the shipped bird photo's class ids and no scores."""
     import numpy as np
     from PIL import Image
 
+    from keras_deeplab.evaluation import predictions
+    from keras_deeplab.inference import predict_class_map
+    from keras_deeplab.metrics import MeanIoU
+
     if source is None:
         bird = os.path.join(os.path.dirname(SHIPPED), "bird_segmentation.bmp")
-        yield np.asarray(Image.open(bird).convert("RGB"), np.float32)[np.newaxis]
-        return
-    for image, _, _ in source.examples():
-        yield np.asarray(image, np.float32)[np.newaxis]
+        photo = np.asarray(Image.open(bird).convert("RGB"), np.float32)[np.newaxis]
+        return predict_class_map(model, photo).numpy().ravel(), None
+    metric, maps = MeanIoU(source.num_classes), []
+    for _, mask, probabilities in predictions(model, source):
+        class_ids = probabilities.argmax(-1)
+        metric.update_state(mask[None], class_ids[None])
+        maps.append(class_ids.ravel())
+    return np.concatenate(maps), metric.results()
 
 
 if __name__ == "__main__":

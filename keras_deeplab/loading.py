@@ -59,7 +59,7 @@ def load_model(path: str | os.PathLike, output_stride: int | None = None, precis
     if output_stride is not None and output_stride != model.build_config["output_stride"]:
         changes["output_stride"] = output_stride
     policy = precision_policy(precision)
-    if changes or policy != model.dtype_policy_name:
+    if changes or policy != model.dtype_policy.name:
         model = model.rebuilt(policy, **changes)
     return model
 

@@ -59,11 +59,6 @@ class DeepLab(keras.Model):
         other.set_weights(self.get_weights())
         return other
 
-    @property
-    def dtype_policy_name(self) -> str:
-        """The dtype policy the network computes in: that of its layers (the input layer aside)."""
-        return self.layers[1].dtype_policy.name
-
     def feature_model(self) -> keras.Model:
         """A model on the same layers returning {'low_level', 'high_level', 'logits'}: backbone features too.
 

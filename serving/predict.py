@@ -137,7 +137,7 @@ def load_predictor(
             raise ValueError(f"{path}: not a keras-deeplab export (it has no `logits` function)")
         return Predictor(lambda images: loaded.logits(images), f"SavedModel {path}")  # keeps `loaded` alive
     model = load_model(path, output_stride, precision)
-    return Predictor(lambda images: model(images, training=False), f"Keras model {path} ({model.dtype_policy_name})")
+    return Predictor(lambda images: model(images, training=False), f"Keras model {path} ({model.dtype_policy.name})")
 
 
 def predict_files(

@@ -109,6 +109,18 @@ def assert_no_error_lines(stderr):
         assert marker not in stderr, stderr[-3000:]
 
 
+def finish_cleanly(workers):
+    """(returncode, stdout, stderr) of each worker, after checking that each exited 0 with no error line."""
+    try:
+        results = [finish(process, 400) for process in workers]
+    finally:
+        kill_all(workers)
+    for index, (code, _, err) in enumerate(results):
+        assert code == 0, f"worker {index}: {err[-3000:]}"
+        assert_no_error_lines(err)
+    return results
+
+
 @pytest.mark.slow
 def test_two_workers_train_together_on_their_own_data_and_only_the_chief_writes(tmp_path):
     started = time.time()
@@ -120,13 +132,8 @@ def test_two_workers_train_together_on_their_own_data_and_only_the_chief_writes(
         start_worker(index, ports, run_dir, steps, tmp_path, batch, log_level=2)
         for index, run_dir in enumerate((chief_dir, worker_dir))
     ]
-    try:
-        results = [finish(process, 400) for process in workers]
-    finally:
-        kill_all(workers)
-    for index, (code, out, err) in enumerate(results):
-        assert code == 0, f"worker {index}: {err[-3000:]}"
-        assert_no_error_lines(err)
+    results = finish_cleanly(workers)
+    for index, (_, out, _) in enumerate(results):
         # The recipe's global batch of 4, split over the 2 workers' replicas: 2 each.
         assert f"training steps 1..{steps} (global batch 4 = 2 x 2, worker {index} of 2 workers)" in out
     answers = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
@@ -181,14 +188,8 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_rerun_resumes(tmp
 
     ports = free_ports(2)
     workers = [start_worker(index, ports, run_dir, steps, tmp_path) for index in range(2)]
-    try:
-        results = [finish(process, 400) for process in workers]
-    finally:
-        kill_all(workers)
-    for index, (code, out, err) in enumerate(results):
-        assert code == 0, f"worker {index}: {err[-3000:]}"
+    for _, out, _ in finish_cleanly(workers):
         assert f"training steps {saved + 1}..{steps} " in out
-        assert_no_error_lines(err)
     assert json.loads((run_dir / "result.json").read_text())["step"] == steps
     print(f"kill and resume took {time.time() - started:.1f} s")
 

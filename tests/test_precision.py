@@ -42,7 +42,7 @@ def test_this_machines_description_names_its_cpu_and_flags():
 def test_load_model_in_bfloat16_keeps_the_weights_and_nearly_all_the_classes(tmp_path_factory):
     keras_path, _ = export_tiny_model(tmp_path_factory)
     full, half = load_model(keras_path), load_model(keras_path, precision="mixed")
-    assert full.dtype_policy_name == "float32" and half.dtype_policy_name == "mixed_bfloat16"
+    assert full.dtype_policy.name == "float32" and half.dtype_policy.name == "mixed_bfloat16"
     for ours, theirs in zip(half.weights, full.weights, strict=True):
         assert ours.dtype == theirs.dtype == "float32"
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
