@@ -9,7 +9,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test lint format bench clean
 
-$(STAMP): pyproject.toml
+# The C++ sources too: pip compiles the CRF's mean field (keras_deeplab/crf_mean_field.cpp) into the package.
+$(STAMP): pyproject.toml keras_deeplab/crf_mean_field.cpp keras_deeplab/crf_mean_field_kernels.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
@@ -36,4 +37,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/forward.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info keras_deeplab/*.so

@@ -94,7 +94,7 @@ def _good():
         (lambda i, p: (i, (p * 3).astype(np.int32)), "probabilities must be a float array"),
         (lambda i, p: (i, p[0]), r"probabilities must be \(H, W, C\)"),
         (lambda i, p: (i, p[:4]), "probabilities must have the image's height and width"),
-        (lambda i, p: (i, p[..., :1] / p[..., :1]), "at least 2 classes"),
+        (lambda i, p: (i, p[..., :1] / p[..., :1]), "2 to 1024 classes"),
         (lambda i, p: (i, np.log(p)), "non-negative"),
         (lambda i, p: (i, p * 2), "must sum to 1"),
         (lambda i, p: (i, np.where(p > 0, np.nan, p)), "finite"),
@@ -120,3 +120,103 @@ def test_bad_inputs_name_the_argument(change, message):
 def test_bad_parameters_name_the_argument(argument, value, message):
     with pytest.raises(ValueError, match=message):
         dense_crf(*_good(), **{argument: value})
+
+
+def reference_crf(image, probabilities, *, iterations, bi_w, bi_xy_std, bi_rgb_std, pos_w, pos_xy_std):
+    """Kraehenbuehl's own densecrf (through pydensecrf) on the same model: the reference ours must equal."""
+    densecrf = pytest.importorskip("pydensecrf.densecrf")  # a dev dependency: `make test` installs it
+    height, width, classes = probabilities.shape
+    unary = -np.log(np.maximum(probabilities, 1e-8)).reshape(-1, classes).T
+    crf = densecrf.DenseCRF2D(width, height, classes)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    crf.addPairwiseGaussian(sxy=pos_xy_std, compat=pos_w)
+    crf.addPairwiseBilateral(sxy=bi_xy_std, srgb=bi_rgb_std, rgbim=np.ascontiguousarray(image), compat=bi_w)
+    return np.asarray(crf.inference(iterations), np.float32).T.reshape(height, width, classes)
+
+
+def many_class_case(height=45, width=70, classes=21, seed=3):
+    """A photo-like image (smooth gradients, shapes, mild noise) and noisy probabilities over `classes`."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:height, :width]
+    labels = (rows * 3 // height) * 7 + (cols * 7 // width)
+    labels %= classes
+    image = np.stack([rows * 4, cols * 3, 255 - rows * 2], axis=-1) + (labels[..., None] * 37) % 200
+    image = np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8)
+    return image, softmax(2.0 * np.eye(classes)[labels] + rng.normal(0, 1.2, (height, width, classes)))
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [constants.DENSE_CRF, constants.DENSE_CRF_RESNET101, {**constants.DENSE_CRF, "iterations": 3, "bi_rgb_std": 13}],
+    ids=["defaults", "resnet101-release", "wide-colour"],
+)
+@pytest.mark.parametrize("case", ["shapes", "21-classes"])
+def test_equals_kraehenbuehls_densecrf(parameters, case):
+    # The same lattice arithmetic, normalisation and mean field as the library DeepLab used: the probabilities
+    # agree to float rounding, so every pixel gets the same class. The first case has 3 classes (one vector
+    # with 5 padding lanes), the second 21 (three vectors, 3 padding lanes).
+    if case == "shapes":
+        image, labels = scene(60, 90)
+        probabilities = softmax(
+            2.0 * np.eye(NUM_CLASSES)[labels] + np.random.default_rng(4).normal(0, 1.5, (60, 90, 3))
+        )
+    else:
+        image, probabilities = many_class_case()
+    ours = dense_crf(image, probabilities, **parameters)
+    theirs = reference_crf(image, probabilities, **parameters)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+    assert np.array_equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+def test_the_portable_loops_and_any_thread_count_give_the_same_result():
+    from keras_deeplab import _crf_mean_field
+
+    image, probabilities = many_class_case(classes=9)  # two vectors, the second mostly padding
+    height, width, classes = probabilities.shape
+    settings = [constants.DENSE_CRF[name] for name in ("bi_w", "bi_xy_std", "bi_rgb_std", "pos_w", "pos_xy_std")]
+    results = {}
+    for threads, portable in ((1, False), (3, False), (2, True), (5, True)):
+        out = np.full(probabilities.shape, np.nan, np.float32)
+        _crf_mean_field.mean_field(
+            image, probabilities.astype(np.float32), out, height, width, classes, 10, threads, *settings, 1e-8,
+            portable=portable,
+        )  # fmt: skip
+        results[threads, portable] = out
+    reference = results[1, False]
+    assert np.all(np.isfinite(reference))
+    for key, out in results.items():
+        np.testing.assert_allclose(out, reference, atol=2e-6, err_msg=str(key))
+    assert _crf_mean_field.instruction_set() in ("avx2", "baseline")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 17), (23, 1), (2, 3)])
+def test_tiny_and_thin_images(shape):
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    probabilities = softmax(rng.normal(0, 1, (*shape, 4)))
+    refined = dense_crf(image, probabilities, threads=4)  # more threads than rows on some
+    assert refined.shape == probabilities.shape
+    np.testing.assert_allclose(refined.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(refined, reference_crf(image, probabilities, **constants.DENSE_CRF), atol=2e-5)
+
+
+def test_threads_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="threads must be an integer >= 1, got 0"):
+        dense_crf(*_good(), threads=0)
+
+
+def test_concurrent_calls_and_released_memory_give_the_same_result():
+    # dense_crf releases the GIL: a second call while one runs works in memory of its own (the first keeps the
+    # cached workspace); release_memory frees that cache, and the next call builds it again.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from keras_deeplab.crf import release_memory
+
+    image, probabilities = many_class_case(60, 80)
+    expected = dense_crf(image, probabilities, threads=1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: dense_crf(image, probabilities, threads=2), range(8)))
+    for result in results:
+        np.testing.assert_allclose(result, expected, atol=2e-6)
+    release_memory()
+    np.testing.assert_allclose(dense_crf(image, probabilities), expected, atol=2e-6)

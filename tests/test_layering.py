@@ -34,6 +34,7 @@ def test_the_layer_checker_passes_and_fails_on_an_import_against_the_layering(tm
     copy.mkdir()
     for package in ("keras_deeplab", "pipelines", "serving", "scripts"):
         shutil.copytree(ROOT / package, copy / package)
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")  # names the compiled modules
     with open(copy / "pipelines" / "augment.py", "a", encoding="utf8") as handle:
         handle.write("\n\ndef _late():\n    from keras_deeplab.training import train\n\n    return train\n")
     with open(copy / "keras_deeplab" / "constants.py", "a", encoding="utf8") as handle:

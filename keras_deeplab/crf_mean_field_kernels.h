@@ -1,0 +1,168 @@
+// The mean field's per-iteration loops, included by crf_mean_field.cpp once per instruction set (inside a
+// namespace, under a `#pragma GCC target` for the AVX2 copy). Rows are `lanes` floats, a multiple of 8, handled
+// as 8-float vectors (two SSE registers on the baseline, one AVX register with AVX2).
+
+// Vectors that may sit at any float's address and alias floats: loads and stores are plain unaligned moves.
+typedef float vf __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t vi __attribute__((vector_size(32), aligned(4), may_alias));
+
+__attribute__((always_inline)) inline vf load(const float* from) { return *reinterpret_cast<const vf*>(from); }
+
+__attribute__((always_inline)) inline void store(float* to, vf value) { *reinterpret_cast<vf*>(to) = value; }
+
+// The larger of a and b, lane by lane (bit masks rather than `?:` on vectors, which not every compiler has).
+__attribute__((always_inline)) inline vf maximum(vf a, vf b) {
+  const vi take_a = a > b;
+  return reinterpret_cast<vf>((reinterpret_cast<vi>(a) & take_a) | (reinterpret_cast<vi>(b) & ~take_a));
+}
+
+// exp(x) for x <= 0 (the soft-max's shifted scores): Cody-Waite reduction by ln 2 and a degree-6 polynomial,
+// relative error about 2e-7; 2^n is put into the exponent bits directly.
+__attribute__((always_inline)) inline vf exp_nonpositive(vf x) {
+  x = maximum(x, vf{} - 87.0f);
+  const vf round = vf{} + 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
+  const vf n = (x * 1.44269504088896341f + round) - round;
+  vf r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  vf p = vf{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const vi bits = reinterpret_cast<vi>(p) + (__builtin_convertvector(n, vi) << 23);
+  return reinterpret_cast<vf>(bits);
+}
+
+// Calls visit(p) for each pixel of this worker's band of rows, tile by tile: the lattice rows the pixels of a
+// tile slice and splat are fewer than those of whole image rows, and stay in cache.
+template <class Visit>
+__attribute__((always_inline)) inline void for_each_pixel(int64_t height, int64_t width, int worker, int workers,
+                                                          Visit&& visit) {
+  const auto [top, bottom] = share(height, worker, workers);
+  for (int64_t y0 = top; y0 < bottom; y0 += kTileRows) {
+    const int64_t y1 = std::min(y0 + kTileRows, bottom);
+    for (int64_t x0 = 0; x0 < width; x0 += kTileColumns) {
+      const int64_t x1 = std::min(x0 + kTileColumns, width);
+      for (int64_t y = y0; y < y1; ++y) {
+        for (int64_t x = x0; x < x1; ++x) visit(y * width + x);
+      }
+    }
+  }
+}
+
+// The blur's first axis, reading the splatted values as the sum of the workers' splat buffers (summing them on
+// the way saves a pass over the lattice); this worker's share of the vertices.
+void blur_splats(const Lattice& lattice, const float* const* buffers, int count, float* to, int lanes, int worker,
+                 int workers) {
+  const auto [begin, end] = share(lattice.vertices, worker, workers);
+  const int32_t* neighbour = &lattice.neighbour[0];
+  for (int64_t v = begin + 1; v < end + 1; ++v) {
+    const int64_t a = static_cast<int64_t>(neighbour[2 * v]) * lanes;
+    const int64_t b = static_cast<int64_t>(neighbour[2 * v + 1]) * lanes;
+    for (int c = 0; c < lanes; c += 8) {
+      vf centre = vf{};
+      vf sides = vf{};
+      for (int i = 0; i < count; ++i) {
+        centre += load(buffers[i] + v * lanes + c);
+        sides += load(buffers[i] + a + c) + load(buffers[i] + b + c);
+      }
+      store(to + v * lanes + c, centre + 0.5f * sides);
+    }
+  }
+}
+
+// One axis of the blur, [1 2 1] / 2 along it; this worker's share of the vertices.
+void blur(const Lattice& lattice, int axis, const float* from, float* to, int lanes, int worker, int workers) {
+  const auto [begin, end] = share(lattice.vertices, worker, workers);
+  const int32_t* neighbour = &lattice.neighbour[axis * (lattice.vertices + 1) * 2];
+  for (int64_t v = begin + 1; v < end + 1; ++v) {
+    const float* a = from + static_cast<int64_t>(neighbour[2 * v]) * lanes;
+    const float* b = from + static_cast<int64_t>(neighbour[2 * v + 1]) * lanes;
+    const float* centre = from + v * lanes;
+    float* out = to + v * lanes;
+    for (int c = 0; c < lanes; c += 8) store(out + c, load(centre + c) + 0.5f * (load(a + c) + load(b + c)));
+  }
+}
+
+// Adds weight * row to the splat buffer at each of the point's simplex vertices.
+__attribute__((always_inline)) inline void splat(const Lattice& lattice, int64_t p, const float* row,
+                                                 float* buffer, int lanes) {
+  const int corners = lattice.dims + 1;
+  for (int r = 0; r < corners; ++r) {
+    const float w = lattice.weight[p * corners + r];
+    float* to = buffer + static_cast<int64_t>(lattice.vertex[p * corners + r]) * lanes;
+    for (int c = 0; c < lanes; c += 8) store(to + c, load(to + c) + w * load(row + c));
+  }
+}
+
+// Q0 = the probabilities floored and renormalised, log Q0 kept as -unary, and Q0 splatted into this worker's
+// buffers (or written to `out` when there are no iterations); this worker's share of the points.
+void start(const Lattice* const* lattices, float* const* buffers, int kernels, const float* probabilities,
+           float floor, float* log_probability, float* out, bool write, int classes, int lanes, int64_t height,
+           int64_t width, int worker, int workers) {
+  alignas(32) float row[kMaxClassLanes];
+  for_each_pixel(height, width, worker, workers, [&](int64_t p) {
+    const float* in = probabilities + p * classes;
+    float total = 0.0f;
+    for (int c = 0; c < classes; ++c) total += std::max(in[c], floor);
+    for (int c = 0; c < lanes; ++c) {
+      const float value = c < classes ? std::max(in[c], floor) : 0.0f;
+      log_probability[p * lanes + c] = c < classes ? std::log(value) : 0.0f;
+      row[c] = value / total;
+    }
+    if (write) std::memcpy(out + p * classes, row, classes * sizeof(float));
+    for (int k = 0; k < kernels; ++k) splat(*lattices[k], p, row, buffers[k], lanes);
+  });
+}
+
+// One mean-field update for this worker's share of the points: score = log Q0 (= -unary) + the sum over the
+// kernels of scale * the slice of their blurred values, Q = softmax(score); Q is then splatted into this
+// worker's buffers for the next iteration, or, after the last, written to `out`.
+void update(const Lattice* const* lattices, const float* const* blurred, const float* scales, float* const* buffers,
+            int kernels, const float* log_probability, float* out, bool last, int classes, int lanes, int64_t height,
+            int64_t width, int worker, int workers) {
+  alignas(32) float row[kMaxClassLanes];
+  alignas(32) float mask[kMaxClassLanes];  // 0 on the classes, -inf-like on the padding
+  for (int c = 0; c < lanes; ++c) mask[c] = c < classes ? 0.0f : -1e30f;
+  const float* sources[kMaxCorners];
+  float weights[kMaxCorners];
+  for_each_pixel(height, width, worker, workers, [&](int64_t p) {
+    // The rows to slice and their weights, over the corners of every kernel.
+    int count = 0;
+    for (int k = 0; k < kernels; ++k) {
+      const Lattice& lattice = *lattices[k];
+      const int corners = lattice.dims + 1;
+      for (int r = 0; r < corners; ++r, ++count) {
+        weights[count] = scales[k] * lattice.weight[p * corners + r];
+        sources[count] = blurred[k] + static_cast<int64_t>(lattice.vertex[p * corners + r]) * lanes;
+      }
+    }
+    // score = log Q0 + the slices; one vector of classes at a time, kept in a register.
+    vf top = vf{} - 1e30f;
+    for (int c = 0; c < lanes; c += 8) {
+      vf score = load(log_probability + p * lanes + c) + load(mask + c);
+      for (int i = 0; i < count; ++i) score += weights[i] * load(sources[i] + c);
+      store(row + c, score);
+      top = maximum(top, score);
+    }
+    float most = top[0];
+    for (int i = 1; i < 8; ++i) most = std::max(most, top[i]);
+    vf total = vf{};
+    for (int c = 0; c < lanes; c += 8) {
+      const vf e = exp_nonpositive(load(row + c) - most);
+      store(row + c, e);
+      total += e;
+    }
+    float sum = 0.0f;
+    for (int i = 0; i < 8; ++i) sum += total[i];
+    const float inverse = 1.0f / sum;
+    for (int c = 0; c < lanes; c += 8) store(row + c, load(row + c) * inverse);
+    if (last) {
+      std::memcpy(out + p * classes, row, classes * sizeof(float));
+    } else {
+      for (int k = 0; k < kernels; ++k) splat(*lattices[k], p, row, buffers[k], lanes);
+    }
+  });
+}
