@@ -35,6 +35,7 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -573,6 +574,7 @@ PyObject* py_mean_field(PyObject*, PyObject* args, PyObject* keywords) {
     problem = "mean_field: the standard deviations must be positive";
   }
   bool out_of_memory = false;
+  std::string failure;
   if (problem == nullptr) {
     Py_BEGIN_ALLOW_THREADS;
     try {
@@ -580,6 +582,8 @@ PyObject* py_mean_field(PyObject*, PyObject* args, PyObject* keywords) {
                  static_cast<float*>(out.buf), s);
     } catch (const std::bad_alloc&) {
       out_of_memory = true;
+    } catch (const std::exception& error) {
+      failure = std::string("mean_field: ") + error.what();
     }
     Py_END_ALLOW_THREADS;
   }
@@ -591,6 +595,10 @@ PyObject* py_mean_field(PyObject*, PyObject* args, PyObject* keywords) {
     return nullptr;
   }
   if (out_of_memory) return PyErr_NoMemory();
+  if (!failure.empty()) {
+    PyErr_SetString(PyExc_RuntimeError, failure.c_str());
+    return nullptr;
+  }
   Py_RETURN_NONE;
 }
 
