@@ -86,15 +86,25 @@ void blur(const Lattice& lattice, int axis, const float* from, float* to, int la
   }
 }
 
-// Adds weight * row to the splat buffer at each of the point's simplex vertices.
-__attribute__((always_inline)) inline void splat(const Lattice& lattice, int64_t p, const float* row,
+// Adds weight * q to the splat buffer at each of the point's simplex vertices; q: the point's `vectors` vectors.
+__attribute__((always_inline)) inline void splat(const Lattice& lattice, int64_t p, const vf* q, int vectors,
                                                  float* buffer, int lanes) {
   const int corners = lattice.dims + 1;
   for (int r = 0; r < corners; ++r) {
     const float w = lattice.weight[p * corners + r];
     float* to = buffer + static_cast<int64_t>(lattice.vertex[p * corners + r]) * lanes;
-    for (int c = 0; c < lanes; c += 8) store(to + c, load(to + c) + w * load(row + c));
+    for (int j = 0; j < vectors; ++j) store(to + 8 * j, load(to + 8 * j) + w * q[j]);
   }
+}
+
+// The lanes of v reduced as a tree: a chain of 7 dependent operations would wait 7 latencies.
+__attribute__((always_inline)) inline float lane_max(vf v) {
+  const float a = std::max(v[0], v[1]), b = std::max(v[2], v[3]), c = std::max(v[4], v[5]), d = std::max(v[6], v[7]);
+  return std::max(std::max(a, b), std::max(c, d));
+}
+
+__attribute__((always_inline)) inline float lane_sum(vf v) {
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
 // Q0 = the probabilities floored and renormalised, log Q0 kept as -unary, and Q0 splatted into this worker's
@@ -103,6 +113,7 @@ void start(const Lattice* const* lattices, float* const* buffers, int kernels, c
            float floor, float* log_probability, float* out, bool write, int classes, int lanes, int64_t height,
            int64_t width, int worker, int workers) {
   alignas(32) float row[kMaxClassLanes];
+  vf q[kMaxClassLanes / 8];
   for_each_pixel(height, width, worker, workers, [&](int64_t p) {
     const float* in = probabilities + p * classes;
     float total = 0.0f;
@@ -113,21 +124,26 @@ void start(const Lattice* const* lattices, float* const* buffers, int kernels, c
       row[c] = value / total;
     }
     if (write) std::memcpy(out + p * classes, row, classes * sizeof(float));
-    for (int k = 0; k < kernels; ++k) splat(*lattices[k], p, row, buffers[k], lanes);
+    for (int j = 0; j < lanes / 8; ++j) q[j] = load(row + 8 * j);
+    for (int k = 0; k < kernels; ++k) splat(*lattices[k], p, q, lanes / 8, buffers[k], lanes);
   });
 }
 
 // One mean-field update for this worker's share of the points: score = log Q0 (= -unary) + the sum over the
 // kernels of scale * the slice of their blurred values, Q = softmax(score); Q is then splatted into this
-// worker's buffers for the next iteration, or, after the last, written to `out`.
-void update(const Lattice* const* lattices, const float* const* blurred, const float* scales, float* const* buffers,
-            int kernels, const float* log_probability, float* out, bool last, int classes, int lanes, int64_t height,
-            int64_t width, int worker, int workers) {
-  alignas(32) float row[kMaxClassLanes];
+// worker's buffers for the next iteration, or, after the last, written to `out`. Rows of V vectors: V = 1-4
+// (up to 32 classes) are unrolled with the scores in registers; V = 0 takes any number, lanes / 8.
+template <int V>
+void update_rows(const Lattice* const* lattices, const float* const* blurred, const float* scales,
+                 float* const* buffers, int kernels, const float* log_probability, float* out, bool last, int classes,
+                 int lanes, int64_t height, int64_t width, int worker, int workers) {
+  const int vectors = V > 0 ? V : lanes / 8;
   alignas(32) float mask[kMaxClassLanes];  // 0 on the classes, -inf-like on the padding
   for (int c = 0; c < lanes; ++c) mask[c] = c < classes ? 0.0f : -1e30f;
+  alignas(32) float row[kMaxClassLanes];
   const float* sources[kMaxCorners];
   float weights[kMaxCorners];
+  vf score[V > 0 ? V : kMaxClassLanes / 8];
   for_each_pixel(height, width, worker, workers, [&](int64_t p) {
     // The rows to slice and their weights, over the corners of every kernel.
     int count = 0;
@@ -139,30 +155,57 @@ void update(const Lattice* const* lattices, const float* const* blurred, const f
         sources[count] = blurred[k] + static_cast<int64_t>(lattice.vertex[p * corners + r]) * lanes;
       }
     }
-    // score = log Q0 + the slices; one vector of classes at a time, kept in a register.
-    vf top = vf{} - 1e30f;
-    for (int c = 0; c < lanes; c += 8) {
-      vf score = load(log_probability + p * lanes + c) + load(mask + c);
-      for (int i = 0; i < count; ++i) score += weights[i] * load(sources[i] + c);
-      store(row + c, score);
-      top = maximum(top, score);
+    // score = log Q0 + the slices: corner by corner with every vector in a register where V is fixed; vector by
+    // vector otherwise, so that each accumulates in a register.
+    for (int j = 0; j < vectors; ++j) score[j] = load(log_probability + p * lanes + 8 * j) + load(mask + 8 * j);
+    if constexpr (V > 0) {
+      for (int i = 0; i < count; ++i) {
+        for (int j = 0; j < V; ++j) score[j] += weights[i] * load(sources[i] + 8 * j);
+      }
+    } else {
+      for (int j = 0; j < vectors; ++j) {
+        vf sum = score[j];
+        for (int i = 0; i < count; ++i) sum += weights[i] * load(sources[i] + 8 * j);
+        score[j] = sum;
+      }
     }
-    float most = top[0];
-    for (int i = 1; i < 8; ++i) most = std::max(most, top[i]);
+    vf top = score[0];
+    for (int j = 1; j < vectors; ++j) top = maximum(top, score[j]);
+    const float most = lane_max(top);
     vf total = vf{};
-    for (int c = 0; c < lanes; c += 8) {
-      const vf e = exp_nonpositive(load(row + c) - most);
-      store(row + c, e);
-      total += e;
+    for (int j = 0; j < vectors; ++j) {
+      score[j] = exp_nonpositive(score[j] - most);
+      total += score[j];
     }
-    float sum = 0.0f;
-    for (int i = 0; i < 8; ++i) sum += total[i];
-    const float inverse = 1.0f / sum;
-    for (int c = 0; c < lanes; c += 8) store(row + c, load(row + c) * inverse);
+    const float inverse = 1.0f / lane_sum(total);
+    for (int j = 0; j < vectors; ++j) score[j] *= inverse;
     if (last) {
+      for (int j = 0; j < vectors; ++j) store(row + 8 * j, score[j]);
       std::memcpy(out + p * classes, row, classes * sizeof(float));
     } else {
-      for (int k = 0; k < kernels; ++k) splat(*lattices[k], p, row, buffers[k], lanes);
+      for (int k = 0; k < kernels; ++k) splat(*lattices[k], p, score, vectors, buffers[k], lanes);
     }
   });
+}
+
+void update(const Lattice* const* lattices, const float* const* blurred, const float* scales, float* const* buffers,
+            int kernels, const float* log_probability, float* out, bool last, int classes, int lanes, int64_t height,
+            int64_t width, int worker, int workers) {
+  switch (lanes / 8) {
+    case 1:
+      return update_rows<1>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
+                            height, width, worker, workers);
+    case 2:
+      return update_rows<2>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
+                            height, width, worker, workers);
+    case 3:
+      return update_rows<3>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
+                            height, width, worker, workers);
+    case 4:
+      return update_rows<4>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
+                            height, width, worker, workers);
+    default:
+      return update_rows<0>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
+                            height, width, worker, workers);
+  }
 }
