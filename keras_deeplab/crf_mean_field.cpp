@@ -99,6 +99,14 @@ void parallel(int threads, Body&& body) {
   if (failure) std::rethrow_exception(failure);
 }
 
+// Whether two lattice keys of d coordinates are equal (a loop the compiler inlines, not a memcmp call).
+inline bool same_key(const int32_t* a, const int32_t* b, int d) {
+  for (int i = 0; i < d; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
 // Open-addressing table from integer lattice keys (d coordinates) to dense ids 0..size-1. Each slot holds
 // the id and a copy of the key, so that a probe reads one place in memory.
 class KeyTable {
@@ -134,7 +142,7 @@ class KeyTable {
         keys_.insert(keys_.end(), key, key + dims_);
         return entry[0];
       }
-      if (same(entry + 1, key)) return entry[0];
+      if (same_key(entry + 1, key, dims_)) return entry[0];
     }
   }
 
@@ -142,7 +150,7 @@ class KeyTable {
     for (uint64_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
       const int32_t* entry = &slots_[slot * (dims_ + 1)];
       if (entry[0] < 0) return -1;
-      if (same(entry + 1, key)) return entry[0];
+      if (same_key(entry + 1, key, dims_)) return entry[0];
     }
   }
 
@@ -150,13 +158,6 @@ class KeyTable {
   const int32_t* key(int64_t id) const { return &keys_[id * dims_]; }
 
  private:
-  bool same(const int32_t* a, const int32_t* b) const {
-    for (int i = 0; i < dims_; ++i) {
-      if (a[i] != b[i]) return false;
-    }
-    return true;
-  }
-
   void rehash(size_t capacity) {
     capacity_ = capacity;
     mask_ = capacity - 1;
@@ -216,11 +217,9 @@ void embed(const float* feature, int d, const float* scale, const int* canonical
   for (int i = 0; i < d; ++i) {
     const float di = elevated[i] - remainder0[i];
     for (int j = i + 1; j <= d; ++j) {
-      if (di < elevated[j] - remainder0[j]) {
-        ++rank[i];
-      } else {
-        ++rank[j];
-      }
+      const int less = di < elevated[j] - remainder0[j];  // without a branch: the outcome is a coin toss
+      rank[i] += less;
+      rank[j] += 1 - less;
     }
   }
   for (int i = 0; i <= d; ++i) {
@@ -304,9 +303,9 @@ void build(KernelMemory& memory, const uint8_t* image, int64_t width, int64_t po
       int missing = 0;  // corners left for the table, by bit
       for (int r = 0; r < corners; ++r) {
         const int32_t* k = &key[r * d];
-        if (has_left && std::equal(k, k + d, &row[((x - 1) * corners + r) * d])) {
+        if (has_left && same_key(k, &row[((x - 1) * corners + r) * d], d)) {
           ids[r] = ids[r - corners];
-        } else if (has_above && std::equal(k, k + d, &row[(x * corners + r) * d])) {
+        } else if (has_above && same_key(k, &row[(x * corners + r) * d], d)) {
           ids[r] = lattice.vertex[(p - width) * corners + r];
         } else {
           hashes[r] = table.hash(k);
