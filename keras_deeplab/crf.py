@@ -7,8 +7,8 @@ position only (`pos_*`), which removes isolated pixels. The unary energy is -log
 
 The mean field runs in `crf_mean_field.cpp` (built by pip into `keras_deeplab._crf_mean_field`): the Gaussian
 filtering on the permutohedral lattice (Adams et al. 2010), with the model and the lattice arithmetic of
-Kraehenbuehl's densecrf library (which DeepLab v1/v2 used; its Python binding `pydensecrf` agrees to ~1e-5 and
-is the reference the tests compare against), spread over the cores. The defaults are the official DeepLab v2
+Kraehenbuehl's densecrf library (which DeepLab v1/v2 used; its Python binding `pydensecrf` agrees to a few 1e-6
+and is the reference the tests compare against), spread over the cores. The defaults are the official DeepLab v2
 code's VOC values, `exper/run_densecrf.sh` of deeplab-public-ver2 (see `constants.DENSE_CRF`).
 """
 
@@ -28,8 +28,9 @@ SUM_TOLERANCE = 1e-3
 # Worker threads by default: the cores this process may run on, up to this many (each thread keeps a splat
 # buffer per kernel, and beyond a few threads the mean field is bound by memory, not arithmetic).
 MAX_DEFAULT_THREADS = 8
-# The most classes the mean field takes (its per-pixel rows live on the stack).
+# The most classes the mean field takes (its per-pixel rows live on the stack), and the most threads.
 MAX_CLASSES = 1024
+MAX_THREADS = 64
 
 
 def dense_crf(
@@ -66,7 +67,9 @@ def dense_crf(
     bi_xy_std = _checked_number("bi_xy_std", bi_xy_std)
     bi_rgb_std = _checked_number("bi_rgb_std", bi_rgb_std)
     pos_xy_std = _checked_number("pos_xy_std", pos_xy_std)
-    threads = default_threads() if threads is None else _checked_count("threads", threads, minimum=1)
+    threads = (
+        default_threads() if threads is None else _checked_count("threads", threads, minimum=1, maximum=MAX_THREADS)
+    )
     try:
         from keras_deeplab import _crf_mean_field
     except ImportError as error:  # pragma: no cover - built by every install
@@ -144,11 +147,13 @@ def _checked_inputs(image, probabilities) -> tuple[np.ndarray, np.ndarray]:
     return np.require(image, np.uint8, ["C", "W"]), probabilities
 
 
-def _checked_count(name: str, value, *, minimum: int = 0) -> int:
+def _checked_count(name: str, value, *, minimum: int = 0, maximum: int | None = None) -> int:
     if isinstance(value, float) and value.is_integer():  # from a command line or a search grid
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    valid = not isinstance(value, bool) and isinstance(value, (int, np.integer))
+    if not valid or value < minimum or (maximum is not None and value > maximum):
         expected = "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
+        expected += "" if maximum is None else f" and <= {maximum}"
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return int(value)
 

@@ -200,9 +200,10 @@ def test_tiny_and_thin_images(shape):
     np.testing.assert_allclose(refined, reference_crf(image, probabilities, **constants.DENSE_CRF), atol=2e-5)
 
 
-def test_threads_must_be_a_positive_integer():
-    with pytest.raises(ValueError, match="threads must be an integer >= 1, got 0"):
-        dense_crf(*_good(), threads=0)
+@pytest.mark.parametrize("threads", [0, 65, 2.5, True])
+def test_threads_must_be_a_whole_number_from_1_to_64(threads):
+    with pytest.raises(ValueError, match=f"threads must be an integer >= 1 and <= 64, got {threads!r}"):
+        dense_crf(*_good(), threads=threads)
 
 
 def test_concurrent_calls_and_released_memory_give_the_same_result():
