@@ -191,21 +191,10 @@ void update_rows(const Lattice* const* lattices, const float* const* blurred, co
 void update(const Lattice* const* lattices, const float* const* blurred, const float* scales, float* const* buffers,
             int kernels, const float* log_probability, float* out, bool last, int classes, int lanes, int64_t height,
             int64_t width, int worker, int workers) {
-  switch (lanes / 8) {
-    case 1:
-      return update_rows<1>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
-                            height, width, worker, workers);
-    case 2:
-      return update_rows<2>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
-                            height, width, worker, workers);
-    case 3:
-      return update_rows<3>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
-                            height, width, worker, workers);
-    case 4:
-      return update_rows<4>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
-                            height, width, worker, workers);
-    default:
-      return update_rows<0>(lattices, blurred, scales, buffers, kernels, log_probability, out, last, classes, lanes,
-                            height, width, worker, workers);
-  }
+  // update_rows for the row's number of vectors, where there is an unrolled one.
+  constexpr decltype(&update_rows<0>) by_vectors[] = {update_rows<0>, update_rows<1>, update_rows<2>, update_rows<3>,
+                                                       update_rows<4>};
+  const int vectors = lanes / 8;
+  by_vectors[vectors < 5 ? vectors : 0](lattices, blurred, scales, buffers, kernels, log_probability, out, last,
+                                         classes, lanes, height, width, worker, workers);
 }
