@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
     image, labels, source = photo_and_labels()
     probabilities = noisy_probabilities(labels)
     valid = labels != constants.IGNORE_LABEL
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = machine.usable_cores()
     settings = {
         "defaults (run_densecrf.sh)": constants.DENSE_CRF,
         "ResNet-101 release": constants.DENSE_CRF_RESNET101,

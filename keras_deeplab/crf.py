@@ -14,11 +14,9 @@ code's VOC values, `exper/run_densecrf.sh` of deeplab-public-ver2 (see `constant
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from keras_deeplab import constants
+from keras_deeplab import constants, machine
 
 # Probabilities are floored here before the log, so that a class the network rules out entirely still has a
 # finite unary energy (about 18.4) that a strong pairwise term can overcome.
@@ -109,8 +107,7 @@ def release_memory() -> None:
 
 def default_threads() -> int:
     """The mean field's worker threads when not told: the cores this process may run on, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT_THREADS))
+    return min(machine.usable_cores(), MAX_DEFAULT_THREADS)
 
 
 def _checked_inputs(image, probabilities) -> tuple[np.ndarray, np.ndarray]:

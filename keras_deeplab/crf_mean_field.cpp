@@ -130,8 +130,6 @@ class KeyTable {
   // before using any lets them overlap).
   void prefetch(uint64_t hash) const { __builtin_prefetch(&slots_[(hash & mask_) * (dims_ + 1)]); }
 
-  int32_t insert(const int32_t* key) { return insert(key, hash(key)); }
-
   int32_t insert(const int32_t* key, uint64_t hash) {
     if (2 * (size() + 1) > static_cast<int64_t>(capacity_)) rehash(2 * capacity_);
     for (uint64_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
@@ -181,7 +179,6 @@ class KeyTable {
 // 0 stands for a vertex that does not exist (a blur neighbour off the lattice), whose rows stay zero.
 struct Lattice {
   int dims = 0;
-  int64_t points = 0;
   int64_t vertices = 0;
   std::vector<int32_t> vertex;    // points * (dims + 1): the vertices of each point's enclosing simplex
   std::vector<float> weight;      // points * (dims + 1): barycentric weight (* D^-1/2 of the point, once built)
@@ -262,7 +259,6 @@ void build(KernelMemory& memory, const uint8_t* image, int64_t width, int64_t po
            float rgb_std, int threads) {
   Lattice& lattice = memory.lattice;
   lattice.dims = d;
-  lattice.points = points;
   lattice.alpha = 1.0f / (1.0f + std::pow(2.0f, -static_cast<float>(d)));
   const int corners = d + 1;
   float scale[kMaxDims];
@@ -458,33 +454,33 @@ void mean_field(const uint8_t* image, const float* probabilities, float* out, co
   KernelMemory* memory[2];
   float scales[2];
   int kernels = 0;
-  if (s.iterations > 0 && s.pos_w > 0) {
-    build(w.kernels[kernels], image, s.width, n, 2, s.pos_xy_std, 1.0f, threads);
-    scales[kernels] = s.pos_w * w.kernels[kernels].lattice.alpha;
+  auto add_kernel = [&](int d, float xy_std, float rgb_std, float weight) {
+    if (s.iterations == 0 || weight <= 0) return;
     memory[kernels] = &w.kernels[kernels];
+    build(*memory[kernels], image, s.width, n, d, xy_std, rgb_std, threads);
+    scales[kernels] = weight * memory[kernels]->lattice.alpha;
     ++kernels;
-  }
-  if (s.iterations > 0 && s.bi_w > 0) {
-    build(w.kernels[kernels], image, s.width, n, 5, s.bi_xy_std, s.bi_rgb_std, threads);
-    scales[kernels] = s.bi_w * w.kernels[kernels].lattice.alpha;
-    memory[kernels] = &w.kernels[kernels];
-    ++kernels;
-  }
+  };
+  add_kernel(2, s.pos_xy_std, 1.0f, s.pos_w);
+  add_kernel(5, s.bi_xy_std, s.bi_rgb_std, s.bi_w);
   const Lattice* lattice[2];
   float* splats[2][kMaxThreads];
   int max_dims = 0;
   for (int k = 0; k < kernels; ++k) {
     lattice[k] = &memory[k]->lattice;
     max_dims = std::max(max_dims, lattice[k]->dims);
-    // A splat buffer per worker, and two for the blur; the splat buffers start at zero.
+    // A splat buffer per worker, which starts at zero, and two for the blur, which writes every row but row 0
+    // (the vertex that does not exist), so only that row is zeroed.
     const size_t rows = static_cast<size_t>(lattice[k]->vertices + 1) * lanes;
     memory[k]->splats.resize(threads);
     for (int worker = 0; worker < threads; ++worker) {
       memory[k]->splats[worker].assign(rows, 0.0f);
       splats[k][worker] = memory[k]->splats[worker].data();
     }
-    memory[k]->first.assign(rows, 0.0f);
-    memory[k]->second.assign(rows, 0.0f);
+    for (std::vector<float>* blurred : {&memory[k]->first, &memory[k]->second}) {
+      blurred->resize(rows);
+      std::fill_n(blurred->data(), lanes, 0.0f);
+    }
   }
   w.log_probability.resize(static_cast<size_t>(n) * lanes);
 

@@ -49,6 +49,13 @@ def native_bfloat16() -> list[str]:
     return [flag for flag in NATIVE_BFLOAT16_FLAGS if flag in cpu_flags()]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and `taskset` narrow), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def describe() -> str:
     """One line for a benchmark's output: "CPU: <model>, <n> cores; flags: avx avx2 fma ...; native bfloat16: no"."""
     flags = " ".join(flag for flag in NOTEWORTHY_FLAGS if flag in cpu_flags()) or "none of note"
