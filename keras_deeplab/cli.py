@@ -1,9 +1,10 @@
 """`keras-deeplab`: one command whose subcommands (keras_deeplab/commands/) are thin wrappers over the library.
 
-Building the parser imports no TensorFlow, so `--help` answers at once. TensorFlow's C++ start-up lines are
-silenced unless `--verbose` (or KERAS_DEEPLAB_VERBOSE=1) asks for them. A user's mistake (a missing file, a
-bad value, a recipe key) ends in one line on stderr naming it, exit status 1; a traceback only with `--debug`.
-Exit statuses: 0 done, 1 failed (or a check found problems), 2 bad usage (argparse), 130 interrupted.
+Building the parser imports no TensorFlow, so `--help` answers at once. TensorFlow's, absl's and LiteRT's log
+lines are silenced unless `--verbose` (or KERAS_DEEPLAB_VERBOSE=1) asks for them (keras_deeplab/quiet.py). A
+user's mistake (a missing file, a bad value, a recipe key) ends in one line on stderr naming it, exit status 1; a
+traceback only with `--debug`. Exit statuses: 0 done, 1 failed (or a check found problems), 2 bad usage
+(argparse), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+
+from keras_deeplab import quiet
 
 COMMAND_MODULES = tuple(
     f"keras_deeplab.commands.{name}"
@@ -65,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # user as the Python exception printed below (a lost worker of a cluster, for one, would otherwise add a
         # dozen lines of gRPC detail to the one line that says what happened and what to do).
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # and the lines TF_CPP_MIN_LOG_LEVEL does not reach (absl's at import, LiteRT's XNNPACK line)
+        quiet.enable()
     try:
         return int(args.run(args) or 0)
     except USER_ERRORS as error:

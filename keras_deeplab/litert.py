@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from keras_deeplab import quiet
+
 
 def open_interpreter(model: str | os.PathLike | bytes, num_threads: int | None = None) -> tuple[Any, str, bytes]:
     """A LiteRT `Interpreter` of a .tflite file or flatbuffer, tensors allocated.
@@ -21,8 +23,9 @@ def open_interpreter(model: str | os.PathLike | bytes, num_threads: int | None =
         with open(name, "rb") as file:
             content = file.read()
     try:
-        interpreter = Interpreter(model_content=content, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with quiet.filtered_stderr():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+            interpreter = Interpreter(model_content=content, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except Exception as error:  # LiteRT raises ValueError/RuntimeError for anything unreadable
         raise ValueError(f"{name}: not a readable TFLite model ({error})") from error
     return interpreter, name, content

@@ -26,7 +26,7 @@ FACADES = ("keras_deeplab", "pipelines", "serving")
 LAYERS = (
     ("foundation", ("keras_deeplab.constants", "keras_deeplab.files", "keras_deeplab.scales",
                     "keras_deeplab.descriptors", "keras_deeplab.confusion", "keras_deeplab.lazy",
-                    "keras_deeplab.machine")),
+                    "keras_deeplab.machine", "keras_deeplab.quiet")),
     ("data", ("pipelines.*",)),
     ("model", ("keras_deeplab.layers", "keras_deeplab.backbones", "keras_deeplab.backbones.*",
                "keras_deeplab.heads", "keras_deeplab.weights", "keras_deeplab.model", "keras_deeplab.complexity",

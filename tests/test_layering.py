@@ -74,29 +74,6 @@ def test_the_package_and_build_model_load_no_training_pipelines_or_serving():
     assert not [name for name in loaded if name.startswith("keras_deeplab.") and name.split(".")[1] in above_the_model]
 
 
-def test_info_json_prints_no_tensorflow_log_line():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_deeplab.cli",
-            "info",
-            "--backbone",
-            "mobilenetv2",
-            "--input-size",
-            "65",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)},  # no TF_CPP_MIN_LOG_LEVEL from the test environment
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("{") and len(result.stdout.strip().splitlines()) == 1
-    assert result.stderr == ""
-
-
 def test_a_keras_file_saved_before_the_restructuring_still_loads():
     """tests/data/saved_before_layering.keras was written by the code of 6cfd3a0 (before this layering)."""
     model = load_model(DATA / "saved_before_layering.keras")
