@@ -4,7 +4,8 @@ Building the parser imports no TensorFlow, so `--help` answers at once. TensorFl
 lines are silenced unless `--verbose` (or KERAS_DEEPLAB_VERBOSE=1) asks for them (keras_deeplab/quiet.py). A
 user's mistake (a missing file, a bad value, a recipe key) ends in one line on stderr naming it, exit status 1; a
 traceback only with `--debug`. Exit statuses: 0 done, 1 failed (or a check found problems), 2 bad usage
-(argparse), 130 interrupted.
+(argparse), 130 interrupted, 141 stdout closed by its reader (`... --json | head`, as a process stopped by
+SIGPIPE shows in a shell; nothing printed).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -72,18 +74,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet.enable()
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError as error:
+        if not _stdout_closed():  # a socket's broken pipe: the user's to know
+            return _user_error(args, error)
+        # The reader of stdout went away: stop quietly, as `cat file | head` does. stdout goes to /dev/null so that
+        # the interpreter's last flush of it fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except USER_ERRORS as error:
-        if args.debug:
-            raise
-        print(f"keras-deeplab {args.command}: error: {error}", file=sys.stderr)
-        if getattr(error, "exit_at_once", False):  # a process whose teardown would hang (a lost worker)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)
-        return 1
+        return _user_error(args, error)
     except KeyboardInterrupt:
         print(f"keras-deeplab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _user_error(args: argparse.Namespace, error: Exception) -> int:
+    """One line naming the user's mistake (a traceback with `--debug`), exit status 1."""
+    if args.debug:
+        raise error
+    print(f"keras-deeplab {args.command}: error: {error}", file=sys.stderr)
+    if getattr(error, "exit_at_once", False):  # a process whose teardown would hang (a lost worker)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    return 1
+
+
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (poll reports an error on its end; False where the
+    platform has no poll)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from keras_deeplab import constants
+from keras_deeplab import constants, quiet
 from keras_deeplab.inference import PredictLogits, predict_class_map
 from keras_deeplab.litert import open_interpreter
 from keras_deeplab.metrics import MeanIoU
@@ -123,7 +124,11 @@ def convert(
         "quantization": quantization,
         "build_config": getattr(model, "build_config", None),
     }
-    return finish_flatbuffer(converter.convert(), json.dumps(metadata).encode("utf-8"))
+    with warnings.catch_warnings(), quiet.filtered_stderr():  # the converter's "fully_quantize: ..." line
+        # Said of every full_int8 conversion with uint8 inputs: the calibration gives the input's scale.
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected", UserWarning)
+        flatbuffer = converter.convert()
+    return finish_flatbuffer(flatbuffer, json.dumps(metadata).encode("utf-8"))
 
 
 def finish_flatbuffer(flatbuffer: bytes, metadata: bytes) -> bytes:

@@ -4,8 +4,11 @@
 import errno
 import json
 import os
+import pathlib
 import socket
 import struct
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -14,6 +17,8 @@ from serving_models import encode, export_tiny_model, random_image
 from keras_deeplab import files
 from keras_deeplab.cli import main
 from keras_deeplab.training.run import remove_leftovers
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 TINY_RECIPE = [
     f"model={json.dumps({'backbone': 'resnet50', 'width_multiplier': 0.125, 'aspp_filters': 16, 'num_classes': 5})}",
@@ -185,3 +190,15 @@ def test_output_folders_under_a_file_are_named(tmp_path, tmp_path_factory, capsy
     assert one_error_line(capsys, "convert-tflite") == f"{out}: cannot make this folder (Not a directory)"
     assert main(["predict", photo, "--model", keras_path, "--out", out]) == 1
     assert one_error_line(capsys, "predict") == f"{out}: cannot make this folder (Not a directory)"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`keras-deeplab data check --json | head -c 1`: the reader closes the pipe before the command prints."""
+    command = [sys.executable, "-m", "keras_deeplab.cli", "data", "check", "--format", "synthetic", "--split", "train"]
+    process = subprocess.Popen(
+        [*command, "--num-examples", "2", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(120) == 141  # as a process stopped by SIGPIPE shows in a shell
+    assert stderr == ""

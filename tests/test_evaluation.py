@@ -1,6 +1,7 @@
 """Evaluation: full-resolution mIoU of every example, multi-scale and flipped, and the `evaluate` command."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -82,6 +83,20 @@ def test_evaluate_command_prints_json_with_the_issue_keys(model, tmp_path, capsy
         [0.5, 1.0],
         True,
     )
+
+
+def test_evaluate_table_has_a_progress_bar_only_on_a_terminal(model, tmp_path, capsys, monkeypatch):
+    model.save(tmp_path / "model.keras")
+    argv = ["evaluate", "--model", str(tmp_path / "model.keras"), "--format", "synthetic", "--max-examples", "2"]
+    assert cli.main(argv) == 0  # stdout is captured here, as when redirected to a file or a pipe
+    redirected = capsys.readouterr().out
+    assert "mIoU" in redirected
+    assert "\b" not in redirected and "\r" not in redirected and "2/2" not in redirected
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert cli.main(argv) == 0
+    assert "2/2" in capsys.readouterr().out  # Keras' bar, on a terminal
+    assert cli.main([*argv, "--no-progress"]) == 0
+    assert capsys.readouterr().out == redirected
 
 
 def blocky_source():

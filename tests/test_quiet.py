@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from keras_deeplab.quiet import drop_start_up_lines
+from keras_deeplab.quiet import drop_native_log_lines
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "keras_deeplab" / "assets" / "published"
@@ -25,7 +25,7 @@ ONEDNN_LINE = (
     "different numerical results due to floating-point round-off errors from different computation orders. To turn "
     "them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`."
 )
-START_UP_LINES = [
+NATIVE_LOG_LINES = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     ONEDNN_LINE,
     "I0000 00:00:1796419307.974268    2491 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
@@ -33,6 +33,7 @@ START_UP_LINES = [
     "To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 FMA, in other operations, rebuild "
     "TensorFlow with the appropriate compiler flags.",
     "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+    "fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, output_inference_type: INT8",
 ]
 KEPT_LINES = [
     "E0000 00:00:1796411322.084625    4224 coordination_service.cc:500] a real error stays",
@@ -59,10 +60,10 @@ def command(*arguments: str, cwd: pathlib.Path = ROOT) -> subprocess.CompletedPr
     )
 
 
-def test_the_start_up_lines_are_dropped_and_every_other_line_kept():
-    text = "\n".join(START_UP_LINES[:2] + KEPT_LINES[:1] + START_UP_LINES[2:] + KEPT_LINES[1:]) + "\n"
-    assert drop_start_up_lines(text.encode()).decode() == "\n".join(KEPT_LINES) + "\n"
-    assert drop_start_up_lines(b"partial line without newline") == b"partial line without newline"
+def test_the_native_log_lines_are_dropped_and_every_other_line_kept():
+    text = "\n".join(NATIVE_LOG_LINES[:2] + KEPT_LINES[:1] + NATIVE_LOG_LINES[2:] + KEPT_LINES[1:]) + "\n"
+    assert drop_native_log_lines(text.encode()).decode() == "\n".join(KEPT_LINES) + "\n"
+    assert drop_native_log_lines(b"partial line without newline") == b"partial line without newline"
 
 
 def test_native_writes_to_descriptor_2_are_filtered_once_enabled_and_only_then():
@@ -70,7 +71,7 @@ def test_native_writes_to_descriptor_2_are_filtered_once_enabled_and_only_then()
         f"""
         import os, sys
         from keras_deeplab import quiet
-        noise = {chr(10).join(START_UP_LINES + KEPT_LINES)!r}.encode() + b"\\n"
+        noise = {chr(10).join(NATIVE_LOG_LINES + KEPT_LINES)!r}.encode() + b"\\n"
         with quiet.filtered_stderr():
             os.write(2, b"before enable\\n" + noise)
         quiet.enable()
@@ -84,7 +85,7 @@ def test_native_writes_to_descriptor_2_are_filtered_once_enabled_and_only_then()
     assert result.returncode == 0, result.stderr
     before, after = result.stderr.split("before enable\n")
     assert before == ""
-    expected = START_UP_LINES + KEPT_LINES + KEPT_LINES + ["from python", "after the block"]
+    expected = NATIVE_LOG_LINES + KEPT_LINES + KEPT_LINES + ["from python", "after the block"]
     assert after.splitlines() == expected
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from keras_deeplab import constants
 from keras_deeplab.scales import parse_scales
@@ -58,3 +59,16 @@ def crf_grid(text: str) -> tuple[str, tuple[float, ...]]:
     if not parsed:
         raise argparse.ArgumentTypeError(f"{name}: expected comma-separated values, got {text!r}")
     return name, tuple(parsed)
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """`--no-progress`, for a command that shows a progress bar."""
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (none either when stdout is not a terminal)"
+    )
+
+
+def progress_bar_wanted(args: argparse.Namespace) -> bool:
+    """False for `--no-progress`, and when stdout is not a terminal: Keras' bar redraws itself with backspaces and
+    carriage returns, which end up in a redirected file or pipe."""
+    return not args.no_progress and sys.stdout.isatty()

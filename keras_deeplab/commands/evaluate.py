@@ -7,7 +7,14 @@ import argparse
 import json
 
 from keras_deeplab import constants
-from keras_deeplab.commands.arguments import crf_grid, crf_parameter, positive_int, scales
+from keras_deeplab.commands.arguments import (
+    add_progress_option,
+    crf_grid,
+    crf_parameter,
+    positive_int,
+    progress_bar_wanted,
+    scales,
+)
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -47,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--trimap", type=_widths, default=(), metavar="W1,W2", help="mIoU within N px of boundaries")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_progress_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -55,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_deeplab.loading import load_model
     from pipelines.formats import open_source
 
+    progress = progress_bar_wanted(args) and not args.json
     if args.crf_search or args.crf_grid:
         grid = dict(args.crf_grid) or constants.DENSE_CRF_SEARCH_GRID
         model = load_model(args.model, args.output_stride, args.precision)
@@ -66,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             scales=args.scales,
             flip=args.flip,
             max_examples=args.max_examples,
-            progress=not args.json,
+            progress=progress,
         )
         if args.json:
             print(json.dumps(scored))
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         scales=args.scales,
         flip=args.flip,
         max_examples=args.max_examples,
-        progress=not args.json,
+        progress=progress,
         crf=dict(args.crf_param) if args.crf or args.crf_param else None,
         trimap_widths=args.trimap,
     )

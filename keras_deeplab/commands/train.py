@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from keras_deeplab.commands.arguments import add_progress_option, progress_bar_wanted
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train (or resume) a recipe; see keras_deeplab/recipes/")
@@ -17,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a recipe key, e.g. --set train.steps=100 --set run_dir=runs/try (values read as JSON)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_option(parser)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.set_defaults(run=run)
 
@@ -25,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from keras_deeplab.training import train
 
-    result = train(args.recipe, args.overrides, progress=False if args.no_progress else None)
+    # None: as the recipe's log.progress says
+    result = train(args.recipe, args.overrides, progress=None if progress_bar_wanted(args) else False)
     if args.json:
         print(json.dumps(result))
     else:
