@@ -38,8 +38,9 @@ COMMAND_MODULES = tuple(
 VERBOSE_VARIABLE = "KERAS_DEEPLAB_VERBOSE"
 # What a user's mistake raises: ValueError (bad values, recipes, data, weight and model files) and OSError
 # (missing or unwritable files, ports in use, a server that does not answer, a full disk), FloatingPointError
-# (a training loss that is not a number).
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+# (a training loss that is not a number), ImportError (a part the install lacks: the CRF's C++ extension where
+# no compiler was found; its message says how to get it).
+USER_ERRORS = (ValueError, OSError, FloatingPointError, ImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,7 +56,7 @@ def dense_crf(
         does not depend on it beyond float rounding.
 
     Returns float32 (H, W, C) probabilities, each pixel's summing to 1. Raises ValueError naming the argument
-    when an input has the wrong type, shape or values, ImportError when the C++ extension was not built.
+    when an input has the wrong type, shape or values, MissingExtensionError when the C++ extension was not built.
     """
     image, probabilities = _checked_inputs(image, probabilities)
     iterations = _checked_count("iterations", iterations)
@@ -68,13 +68,7 @@ def dense_crf(
     threads = (
         default_threads() if threads is None else _checked_count("threads", threads, minimum=1, maximum=MAX_THREADS)
     )
-    try:
-        from keras_deeplab import _crf_mean_field
-    except ImportError as error:  # pragma: no cover - built by every install
-        raise ImportError(
-            "dense_crf needs keras_deeplab's C++ extension: reinstall with `pip install -e .` (needs g++ or clang)"
-        ) from error
-
+    _crf_mean_field = extension()
     height, width, num_classes = probabilities.shape
     refined = np.empty((height, width, num_classes), np.float32)
     _crf_mean_field.mean_field(
@@ -96,13 +90,29 @@ def dense_crf(
     return refined
 
 
+class MissingExtensionError(ImportError):
+    """The C++ mean field was not built when keras-deeplab was installed (no C++ compiler then)."""
+
+
+def extension():
+    """The C++ mean field (`keras_deeplab._crf_mean_field`). Raises MissingExtensionError, one line saying what is
+    missing and how to get it, where the install could not compile it."""
+    try:
+        from keras_deeplab import _crf_mean_field
+    except ImportError as error:
+        raise MissingExtensionError(
+            "the fully connected CRF needs keras-deeplab's C++ extension, which was not built when it was installed "
+            "(no working C++ compiler then): install g++ or clang (and the Python headers), then reinstall "
+            "keras-deeplab (`pip install --force-reinstall --no-deps .` in the checkout)"
+        ) from error
+    return _crf_mean_field
+
+
 def release_memory() -> None:
     """Free the working memory `dense_crf` keeps between calls, which spares the next call of a similar size
     its page faults: 0.3 to 1 KB per pixel of the largest image so far (measured for 500x375: 54 MB with the
     defaults, 178 MB with `constants.DENSE_CRF_RESNET101`, whose 1-pixel smoothness kernel makes a large lattice)."""
-    from keras_deeplab import _crf_mean_field
-
-    _crf_mean_field.release_memory()
+    extension().release_memory()
 
 
 def default_threads() -> int:

@@ -20,6 +20,10 @@
 // - the working memory is kept for the next call (page faults of fresh memory cost up to a third of a call);
 // - the per-iteration loops (crf_mean_field_kernels.h) are compiled twice, for AVX2+FMA and for the x86-64
 //   baseline, and the CPU picks one at run time.
+//
+// Compilers: GCC and Clang get their vector extensions and builtins (KERAS_DEEPLAB_GNU); any other compiler
+// (MSVC), or any compiler given -DKERAS_DEEPLAB_STANDARD_CPP (how the tests build that path with GCC and Clang),
+// gets standard C++20 only: 8-float structs whose loops the optimiser may vectorise, no prefetch, baseline loops.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -40,6 +44,16 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(KERAS_DEEPLAB_STANDARD_CPP)
+#define KERAS_DEEPLAB_GNU 1
+#define KD_ALWAYS_INLINE __attribute__((always_inline)) inline
+#define KD_PREFETCH(address) __builtin_prefetch(address)
+#else
+#include <bit>
+#define KD_ALWAYS_INLINE inline
+#define KD_PREFETCH(address) static_cast<void>(address)
+#endif
 
 namespace {
 
@@ -128,7 +142,7 @@ class KeyTable {
 
   // Starts loading the slot a key with this hash probes first (lookups are memory-bound: issuing several
   // before using any lets them overlap).
-  void prefetch(uint64_t hash) const { __builtin_prefetch(&slots_[(hash & mask_) * (dims_ + 1)]); }
+  void prefetch(uint64_t hash) const { KD_PREFETCH(&slots_[(hash & mask_) * (dims_ + 1)]); }
 
   int32_t insert(const int32_t* key, uint64_t hash) {
     if (2 * (size() + 1) > static_cast<int64_t>(capacity_)) rehash(2 * capacity_);
@@ -400,14 +414,22 @@ void build(KernelMemory& memory, const uint8_t* image, int64_t width, int64_t po
   });
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(KERAS_DEEPLAB_GNU)
 #define KERAS_DEEPLAB_AVX2 1
+#if defined(__clang__)  // Clang ignores GCC's target pragmas
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 namespace avx2 {
 #include "crf_mean_field_kernels.h"
 }  // namespace avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif
 namespace baseline {
 #include "crf_mean_field_kernels.h"
@@ -420,7 +442,7 @@ struct Kernels {
   decltype(&baseline::update) update;
 };
 
-Kernels kernels_for_this_cpu(bool portable) {
+Kernels kernels_for_this_cpu([[maybe_unused]] bool portable) {
 #ifdef KERAS_DEEPLAB_AVX2
   if (!portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     return {avx2::blur_splats, avx2::blur, avx2::start, avx2::update};

@@ -2,23 +2,74 @@
 // namespace, under a `#pragma GCC target` for the AVX2 copy). Rows are `lanes` floats, a multiple of 8, handled
 // as 8-float vectors (two SSE registers on the baseline, one AVX register with AVX2).
 
+#ifdef KERAS_DEEPLAB_GNU
 // Vectors that may sit at any float's address and alias floats: loads and stores are plain unaligned moves.
 typedef float vf __attribute__((vector_size(32), aligned(4), may_alias));
 typedef int32_t vi __attribute__((vector_size(32), aligned(4), may_alias));
 
-__attribute__((always_inline)) inline vf load(const float* from) { return *reinterpret_cast<const vf*>(from); }
+KD_ALWAYS_INLINE vf load(const float* from) { return *reinterpret_cast<const vf*>(from); }
 
-__attribute__((always_inline)) inline void store(float* to, vf value) { *reinterpret_cast<vf*>(to) = value; }
+KD_ALWAYS_INLINE void store(float* to, vf value) { *reinterpret_cast<vf*>(to) = value; }
+
+KD_ALWAYS_INLINE vi bits_of(vf v) { return reinterpret_cast<vi>(v); }
+
+KD_ALWAYS_INLINE vf floats_of(vi v) { return reinterpret_cast<vf>(v); }
+
+KD_ALWAYS_INLINE vi rounded_to_int(vf v) { return __builtin_convertvector(v, vi); }
+#else
+// Standard C++: the same 8-lane vectors as structs, each operation a loop over the lanes.
+struct vf {
+  float lane[8];
+  float operator[](int i) const { return lane[i]; }
+};
+struct vi {
+  int32_t lane[8];
+};
+
+template <class V, class Operation>
+KD_ALWAYS_INLINE V lanewise(Operation operation) {
+  V result;
+  for (int i = 0; i < 8; ++i) result.lane[i] = operation(i);
+  return result;
+}
+
+KD_ALWAYS_INLINE vf load(const float* from) {
+  vf v;
+  std::memcpy(v.lane, from, sizeof v.lane);
+  return v;
+}
+KD_ALWAYS_INLINE void store(float* to, vf value) { std::memcpy(to, value.lane, sizeof value.lane); }
+KD_ALWAYS_INLINE vi bits_of(vf v) { return std::bit_cast<vi>(v); }
+KD_ALWAYS_INLINE vf floats_of(vi v) { return std::bit_cast<vf>(v); }
+KD_ALWAYS_INLINE vi rounded_to_int(vf v) {  // the values are whole numbers already
+  return lanewise<vi>([&](int i) { return static_cast<int32_t>(v.lane[i]); });
+}
+KD_ALWAYS_INLINE vf operator+(vf a, vf b) { return lanewise<vf>([&](int i) { return a.lane[i] + b.lane[i]; }); }
+KD_ALWAYS_INLINE vf operator-(vf a, vf b) { return lanewise<vf>([&](int i) { return a.lane[i] - b.lane[i]; }); }
+KD_ALWAYS_INLINE vf operator*(vf a, vf b) { return lanewise<vf>([&](int i) { return a.lane[i] * b.lane[i]; }); }
+KD_ALWAYS_INLINE vf operator+(vf a, float b) { return lanewise<vf>([&](int i) { return a.lane[i] + b; }); }
+KD_ALWAYS_INLINE vf operator-(vf a, float b) { return lanewise<vf>([&](int i) { return a.lane[i] - b; }); }
+KD_ALWAYS_INLINE vf operator*(vf a, float b) { return lanewise<vf>([&](int i) { return a.lane[i] * b; }); }
+KD_ALWAYS_INLINE vf operator*(float a, vf b) { return b * a; }
+KD_ALWAYS_INLINE vf& operator+=(vf& a, vf b) { return a = a + b; }
+KD_ALWAYS_INLINE vf& operator*=(vf& a, float b) { return a = a * b; }
+KD_ALWAYS_INLINE vi operator>(vf a, vf b) { return lanewise<vi>([&](int i) { return a.lane[i] > b.lane[i] ? -1 : 0; }); }
+KD_ALWAYS_INLINE vi operator&(vi a, vi b) { return lanewise<vi>([&](int i) { return a.lane[i] & b.lane[i]; }); }
+KD_ALWAYS_INLINE vi operator|(vi a, vi b) { return lanewise<vi>([&](int i) { return a.lane[i] | b.lane[i]; }); }
+KD_ALWAYS_INLINE vi operator~(vi a) { return lanewise<vi>([&](int i) { return ~a.lane[i]; }); }
+KD_ALWAYS_INLINE vi operator+(vi a, vi b) { return lanewise<vi>([&](int i) { return a.lane[i] + b.lane[i]; }); }
+KD_ALWAYS_INLINE vi operator<<(vi a, int b) { return lanewise<vi>([&](int i) { return a.lane[i] << b; }); }
+#endif
 
 // The larger of a and b, lane by lane (bit masks rather than `?:` on vectors, which not every compiler has).
-__attribute__((always_inline)) inline vf maximum(vf a, vf b) {
+KD_ALWAYS_INLINE vf maximum(vf a, vf b) {
   const vi take_a = a > b;
-  return reinterpret_cast<vf>((reinterpret_cast<vi>(a) & take_a) | (reinterpret_cast<vi>(b) & ~take_a));
+  return floats_of((bits_of(a) & take_a) | (bits_of(b) & ~take_a));
 }
 
 // exp(x) for x <= 0 (the soft-max's shifted scores): Cody-Waite reduction by ln 2 and a degree-6 polynomial,
 // relative error about 2e-7; 2^n is put into the exponent bits directly.
-__attribute__((always_inline)) inline vf exp_nonpositive(vf x) {
+KD_ALWAYS_INLINE vf exp_nonpositive(vf x) {
   x = maximum(x, vf{} - 87.0f);
   const vf round = vf{} + 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
   const vf n = (x * 1.44269504088896341f + round) - round;
@@ -31,14 +82,13 @@ __attribute__((always_inline)) inline vf exp_nonpositive(vf x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const vi bits = reinterpret_cast<vi>(p) + (__builtin_convertvector(n, vi) << 23);
-  return reinterpret_cast<vf>(bits);
+  return floats_of(bits_of(p) + (rounded_to_int(n) << 23));
 }
 
 // Calls visit(p) for each pixel of this worker's band of rows, tile by tile: the lattice rows the pixels of a
 // tile slice and splat are fewer than those of whole image rows, and stay in cache.
 template <class Visit>
-__attribute__((always_inline)) inline void for_each_pixel(int64_t height, int64_t width, int worker, int workers,
+KD_ALWAYS_INLINE void for_each_pixel(int64_t height, int64_t width, int worker, int workers,
                                                           Visit&& visit) {
   const auto [top, bottom] = share(height, worker, workers);
   for (int64_t y0 = top; y0 < bottom; y0 += kTileRows) {
@@ -87,7 +137,7 @@ void blur(const Lattice& lattice, int axis, const float* from, float* to, int la
 }
 
 // Adds weight * q to the splat buffer at each of the point's simplex vertices; q: the point's `vectors` vectors.
-__attribute__((always_inline)) inline void splat(const Lattice& lattice, int64_t p, const vf* q, int vectors,
+KD_ALWAYS_INLINE void splat(const Lattice& lattice, int64_t p, const vf* q, int vectors,
                                                  float* buffer, int lanes) {
   const int corners = lattice.dims + 1;
   for (int r = 0; r < corners; ++r) {
@@ -98,12 +148,12 @@ __attribute__((always_inline)) inline void splat(const Lattice& lattice, int64_t
 }
 
 // The lanes of v reduced as a tree: a chain of 7 dependent operations would wait 7 latencies.
-__attribute__((always_inline)) inline float lane_max(vf v) {
+KD_ALWAYS_INLINE float lane_max(vf v) {
   const float a = std::max(v[0], v[1]), b = std::max(v[2], v[3]), c = std::max(v[4], v[5]), d = std::max(v[6], v[7]);
   return std::max(std::max(a, b), std::max(c, d));
 }
 
-__attribute__((always_inline)) inline float lane_sum(vf v) {
+KD_ALWAYS_INLINE float lane_sum(vf v) {
   return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 

@@ -52,6 +52,17 @@ def crf_parameter(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{name}: expected a number, got {value!r}") from error
 
 
+def crf_settings(args: argparse.Namespace) -> dict[str, float] | None:
+    """The CRF's parameters of `--crf` / `--crf-param` (None when neither was given), after checking that the CRF
+    can run here (its C++ extension is built), so that a command fails before its work, not after."""
+    if not (args.crf or args.crf_param):
+        return None
+    from keras_deeplab.crf import extension
+
+    extension()
+    return dict(args.crf_param)
+
+
 def crf_grid(text: str) -> tuple[str, tuple[float, ...]]:
     """`--crf-grid bi_w=3,4,5`: one keyword of `crf.dense_crf` and the values to try."""
     name, _, values = text.partition("=")

@@ -11,6 +11,7 @@ from keras_deeplab.commands.arguments import (
     add_progress_option,
     crf_grid,
     crf_parameter,
+    crf_settings,
     positive_int,
     progress_bar_wanted,
     scales,
@@ -59,12 +60,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from keras_deeplab.crf import extension
     from keras_deeplab.evaluation import crf_grid_search, evaluate, format_table
     from keras_deeplab.loading import load_model
     from pipelines.formats import open_source
 
     progress = progress_bar_wanted(args) and not args.json
+    crf = crf_settings(args)
     if args.crf_search or args.crf_grid:
+        extension()  # before the model is loaded
         grid = dict(args.crf_grid) or constants.DENSE_CRF_SEARCH_GRID
         model = load_model(args.model, args.output_stride, args.precision)
         source = open_source(args.format, args.root, args.split)
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         flip=args.flip,
         max_examples=args.max_examples,
         progress=progress,
-        crf=dict(args.crf_param) if args.crf or args.crf_param else None,
+        crf=crf,
         trimap_widths=args.trimap,
     )
     print(json.dumps(results) if args.json else format_table(results))

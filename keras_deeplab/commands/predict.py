@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from keras_deeplab import constants
-from keras_deeplab.commands.arguments import crf_parameter, number_pair, positive_int, scales
+from keras_deeplab.commands.arguments import crf_parameter, crf_settings, number_pair, positive_int, scales
 from serving.settings import DEFAULT_MAX_PIXELS
 
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, output_stride=args.output_stride, input_range=args.input_range, precision=args.precision
     )
     print(f"predicting with {predictor.description}")
-    crf = dict(args.crf_param) if args.crf or args.crf_param else None
+    crf = crf_settings(args)
     written = predict_files(args.images, predictor, args.out, args.scales, args.flip, args.max_pixels, crf)
     for image_path, (mask_path, overlay_path) in zip(args.images, written, strict=True):
         print(f"{image_path}: {mask_path}, {overlay_path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_deeplab.commands.arguments import crf_parameter, positive_int
+from keras_deeplab.commands.arguments import crf_parameter, crf_settings, positive_int
 from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         max_request_pixels=args.max_request_pixels,
         max_instances=args.max_instances,
         max_concurrent=args.max_concurrent,
-        crf=dict(args.crf_param) if args.crf or args.crf_param else None,
+        crf=crf_settings(args),
     )
     try:
         server = make_http_server(
