@@ -3,11 +3,14 @@
 
     python scripts/try_pythons.py                      # pyenv's 3.10, 3.11, 3.12 and 3.13, where they are installed
     python scripts/try_pythons.py /usr/bin/python3.12  # given interpreters
+    python scripts/try_pythons.py --no-compiler        # installed with CC=false CXX=false: no CRF extension
 
 Each environment gets `pip install "<this checkout>[cpu]"` (a regular, not editable, install: what a user gets),
 then `keras-deeplab predict` of the shipped photo with the shipped published model and `--crf`, and a
 `keras.models.load_model` of a model `import-weights` saved. One row per interpreter: install time, environment
-size, predict time, the CRF loops the extension picked, and the first error line where a step failed. The
+size, predict time, the CRF loops the extension picked, and the first error line where a step failed. With
+`--no-compiler` the install runs with CC=false CXX=false: it must succeed without the extension, `predict` must
+work without `--crf` and refuse `--crf` with one line saying what is missing. The
 environments live in a temporary folder (about 1.8 GB each), removed at the end unless --keep. Downloads come
 from PyPI (pip's cache makes a second run quick).
 """
@@ -60,7 +63,7 @@ def folder_size(path: pathlib.Path) -> int:
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file() and not file.is_symlink())
 
 
-def try_interpreter(python: str, work: pathlib.Path) -> dict[str, str]:
+def try_interpreter(python: str, work: pathlib.Path, no_compiler: bool) -> dict[str, str]:
     row = {"python": python}
     _, version = run([python, "-c", "import sys; print(sys.version.split()[0])"])
     row["version"] = version.stdout.strip() or "?"
@@ -69,14 +72,21 @@ def try_interpreter(python: str, work: pathlib.Path) -> dict[str, str]:
     if made.returncode:
         return {**row, "result": f"venv failed: {first_error(made)}"}
     bin_folder = environment / "bin"
-    seconds, installed = run([str(bin_folder / "python"), "-m", "pip", "install", "--quiet", f"{ROOT}[cpu]"])
+    install = [str(bin_folder / "python"), "-m", "pip", "install", "--quiet", f"{ROOT}[cpu]"]
+    seconds, installed = run(install, env={**os.environ, **({"CC": "false", "CXX": "false"} if no_compiler else {})})
     row["install_s"] = f"{seconds:.0f}"
     if installed.returncode:
         return {**row, "result": f"install failed: {first_error(installed)}"}
     row["venv_gb"] = f"{folder_size(environment) / 1e9:.2f}"
     command = str(bin_folder / "keras-deeplab")
     photo, model = PUBLISHED / "bird_segmentation.bmp", PUBLISHED / "deeplabv3_257_mv_gpu.tflite"
-    seconds, predicted = run([command, "predict", str(photo), "--model", str(model), "--out", str(work), "--crf"])
+    predict = [command, "predict", str(photo), "--model", str(model), "--out", str(work)]
+    if no_compiler:
+        _, refused = run([*predict, "--crf"])
+        if refused.returncode != 1 or len(refused.stderr.splitlines()) != 1:
+            return {**row, "result": f"predict --crf without the extension: {first_error(refused)}"}
+        row["crf_refused"] = refused.stderr.strip()
+    seconds, predicted = run(predict if no_compiler else [*predict, "--crf"])
     row["predict_s"] = f"{seconds:.1f}"
     if predicted.returncode or predicted.stderr:
         return {**row, "result": f"predict --crf failed or wrote to stderr: {first_error(predicted)}"}
@@ -97,6 +107,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("interpreters", nargs="*", help="Python executables (default: pyenv's 3.10 to 3.13)")
     parser.add_argument("--keep", action="store_true", help="keep the environments (printed folder)")
+    parser.add_argument("--no-compiler", action="store_true", help="install with CC=false CXX=false")
     args = parser.parse_args()
     interpreters = args.interpreters or pyenv_interpreters()
     if not interpreters:
@@ -108,15 +119,19 @@ def main() -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="keras-deeplab-pythons-"))
     failed = 0
     try:
-        print("| Python | install s | venv GB | predict --crf s | CRF loops | result |")
+        print(
+            f"| Python | install s | venv GB | predict{'' if args.no_compiler else ' --crf'} s | CRF loops | result |"
+        )
         print("|---|---|---|---|---|---|")
         for python in interpreters:
-            row = try_interpreter(python, work)
+            row = try_interpreter(python, work, args.no_compiler)
             failed += not row["result"].startswith("ok")
             cells = [
                 row.get(key, "-") for key in ("version", "install_s", "venv_gb", "predict_s", "crf_loops", "result")
             ]
             print("| " + " | ".join(cells) + " |", flush=True)
+            if "crf_refused" in row:
+                print(f"  predict --crf: {row['crf_refused']}", flush=True)
     finally:
         if args.keep:
             print(f"environments kept in {work}")
