@@ -4,7 +4,8 @@ ResNet-101 beside the TF Model Garden's `seg_deeplabv3_pascal`, measured in the 
 Each side runs in a process of its own on random pixels and labels (10% of them 255): one SGD (momentum 0.9)
 step with L2 weight decay per iteration, median of --steps after --warmup. The Model Garden needs
 tf-models-official 2.20, which pins TensorFlow 2.20 and tf-keras: it lives in a virtual environment of its
-own, `.venv-modelgarden/` beside the project, made here on first use (about 2.5 minutes, 3.3 GB).
+own, `.venv-modelgarden/` beside the project, which the first run without --no-model-garden builds (about
+2.5 minutes and 3.3-3.4 GB of disk; it downloads tf-models-official and TensorFlow 2.20 from PyPI).
 
 Usage:
   python benchmarks/train_step.py                      # CPU, float32, one replica; both models
@@ -90,14 +91,16 @@ def measure_model_garden(args) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--crop", type=int, default=513)
     parser.add_argument("--batch", type=int, default=2, help="images per replica")
     parser.add_argument("--precision", choices=("float32", "mixed"), default="float32")
     parser.add_argument("--strategy", choices=("default", "mirrored"), default="default")
-    parser.add_argument("--no-model-garden", action="store_true")
+    parser.add_argument(
+        "--no-model-garden", action="store_true", help="ours only: no Model Garden, no .venv-modelgarden/ built"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", choices=("ours", "modelgarden"), help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()

@@ -4,14 +4,15 @@ A speed experiment for the forward pass at output stride 16 (513x513 input): Win
 multiplications per 3x3 conv, so it is the one exact-to-rounding way to less arithmetic. Built here from what
 TensorFlow offers: the input transform as a 4x4 stride-2 depthwise conv (16 outputs per channel), the 16
 products as one batched matmul, the output transform as a matmul, then a reshuffle to NHWC. Prints, per
-(channels in, channels out), the direct and Winograd times (median of 20 after 3 warm-ups), the speedup and the
-largest difference relative to the output's largest value.
+(channels in, channels out), the direct and Winograd times (median of --runs, default 20, after --warmup
+warm-ups, default 3), the speedup and the largest difference relative to the output's largest value.
 
-Usage: python benchmarks/winograd.py
+Usage: python benchmarks/winograd.py [--runs 20] [--warmup 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -20,7 +21,6 @@ from keras_deeplab import machine
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers
@@ -34,6 +34,8 @@ A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
 def winograd_conv(kernel: np.ndarray, size: int):
     """A tf.function computing the 'SAME' 3x3 conv of a (1, size, size, C) input with `kernel` (3, 3, C, K)."""
+    import tensorflow as tf
+
     channels, filters = kernel.shape[2:]
     tiles = (size + 1) // 2  # 2x2 output tiles per side
     transformed_kernel = tf.constant(np.einsum("ij,jkcn,lk->ilcn", G, kernel, G).reshape(16, channels, filters))
@@ -55,11 +57,17 @@ def winograd_conv(kernel: np.ndarray, size: int):
     return conv
 
 
-def median_ms(function, x) -> float:
-    return peers.median_seconds(lambda: function(x).numpy(), runs=20, warmup=3)["median_s"] * 1e3
+def median_ms(function, x, runs: int, warmup: int) -> float:
+    return peers.median_seconds(lambda: function(x).numpy(), runs=runs, warmup=warmup)["median_s"] * 1e3
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per conv (the median is printed)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    args = parser.parse_args()  # before TensorFlow is imported: --help answers at once
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
     print(machine.describe())
     print(f"3x3 conv on a 1x{SIZE}x{SIZE} map, float32, {os.cpu_count()} CPU cores")
@@ -70,7 +78,8 @@ def main() -> None:
         winograd = winograd_conv(kernel, SIZE)
         want, got = direct(x).numpy(), winograd(x).numpy()
         error = np.abs(got - want).max() / np.abs(want).max()
-        direct_ms, winograd_ms = median_ms(direct, x), median_ms(winograd, x)
+        direct_ms = median_ms(direct, x, args.runs, args.warmup)
+        winograd_ms = median_ms(winograd, x, args.runs, args.warmup)
         gflops = 2 * SIZE * SIZE * channels * filters * 9 / direct_ms / 1e6
         print(
             f"{channels:>5} -> {filters:<4} direct {direct_ms:6.2f} ms ({gflops:.0f} GFLOP/s)  "

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from PIL import Image
 from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import VOC
 from keras_deeplab.evaluation import evaluate_model, format_table
-from keras_deeplab.files import write_bytes, write_json
+from keras_deeplab.files import PUBLISHED_MODEL, PUBLISHED_PHOTO, write_bytes, write_json
 from keras_deeplab.importing import import_weights
 from keras_deeplab.inference import class_probabilities, predict_class_map
 from keras_deeplab.loading import load_model
@@ -46,9 +45,6 @@ from serving.tflite import TFLiteModel, compare_with_keras, convert
 MODEL_NAME = "deeplab"
 MULTI_SCALES = (0.75, 1.0, 1.25)
 SERVER_START_TIMEOUT_S = 120.0
-PUBLISHED = resources.files("keras_deeplab").joinpath("assets", "published")
-PUBLISHED_MODEL = PUBLISHED.joinpath("deeplabv3_257_mv_gpu.tflite")
-PUBLISHED_PHOTO = PUBLISHED.joinpath("bird_segmentation.bmp")
 SHARED_VOC_SAMPLE = os.path.join("..", "shared", "data", "voc2012_sample")  # beside the project, when present
 TRIMAP_WIDTHS = (4, 8, 16, 32)
 

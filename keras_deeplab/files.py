@@ -1,4 +1,5 @@
-"""Files written whole or not at all: every writer of the project goes through `atomic_path`."""
+"""Files written whole or not at all: every writer of the project goes through `atomic_path`; and where the
+files shipped inside the package are (`PUBLISHED_MODEL`, `PUBLISHED_PHOTO`, wherever pip put the package)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from importlib import resources
 from typing import Any
 
+# Google's published MobileNetV2 DeepLabv3 (VOC, TFLite 257x257) and a photo, with their licences (SOURCE.md):
+# in the checkout, or in site-packages after a non-editable install (`keras-deeplab info --published` prints it).
+PUBLISHED = resources.files("keras_deeplab").joinpath("assets", "published")
+PUBLISHED_MODEL = PUBLISHED.joinpath("deeplabv3_257_mv_gpu.tflite")
+PUBLISHED_PHOTO = PUBLISHED.joinpath("bird_segmentation.bmp")
 TEMPORARY_PREFIX = ".tmp-"  # names that a killed writer may leave behind; readers skip them
 # Errors of a write that says nothing of which file: the disk (or quota) is full, the file too large, read-only.
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)

@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--width-multiplier", type=float, default=1.0, help="backbone widths (MobileNetV2's alpha)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--summary", action="store_true", help="also print the Keras model summary")
+    parser.add_argument(
+        "--published",
+        action="store_true",
+        help="print the path of the shipped published model (Google's MobileNetV2 DeepLabv3, VOC, .tflite) and exit",
+    )
     parser.set_defaults(run=run)
 
 
@@ -44,6 +49,11 @@ def _integers(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.published:  # e.g. predict photo.jpg --model "$(keras-deeplab info --published)": no TensorFlow needed
+        from keras_deeplab.files import PUBLISHED_MODEL
+
+        print(PUBLISHED_MODEL)
+        return 0
     from keras_deeplab.backbones import backbone_spec
     from keras_deeplab.complexity import model_info
 
