@@ -15,6 +15,7 @@ import tempfile
 
 import tensorflow as tf
 
+from keras_deeplab.backbones import canonical_build_config
 from keras_deeplab.files import TEMPORARY_PREFIX, atomic_path, make_folder, write_json
 from keras_deeplab.weights import WeightFileError
 
@@ -89,7 +90,9 @@ def checkpoint_model_config(path: str) -> dict:
 
 
 def check_same_architecture(expected: dict, found: dict, where: str) -> None:
-    """Raise CheckpointMismatchError naming every `build_model` argument that differs (sync BN aside)."""
+    """Raise CheckpointMismatchError naming every `build_model` argument that differs (sync BN aside); configs
+    saved by older versions compare as this version saves them."""
+    expected, found = canonical_build_config(expected), canonical_build_config(found)
     keys = (set(expected) | set(found)) - {"sync_batch_norm"}
     differing = sorted(key for key in keys if expected.get(key) != found.get(key))
     if differing:

@@ -9,6 +9,7 @@ import keras
 from keras import layers
 
 from keras_deeplab import constants
+from keras_deeplab.backbones import backbone_spec
 from keras_deeplab.model import build_model
 
 
@@ -54,9 +55,8 @@ def multiply_adds_by_part(model: keras.Model, part_prefixes: dict[str, tuple[str
     return totals
 
 
-PARTS = {
-    "stem": ("conv1_", "pool1_", "entry_flow_conv1_", "Conv1", "bn_Conv1"),
-    "backbone": ("conv", "block", "entry_flow_", "middle_flow_", "exit_flow_", "expanded_conv_"),
+# The heads' parts; the backbone's come from its spec (`BackboneSpec.layer_groups`) and are matched first.
+HEAD_PARTS = {
     "aspp": ("aspp_",),
     "fc6_fc7": ("fc6", "fc7"),  # v1/v2's fully connected layers as convs (LargeFOV, ASPP-v2 on VGG-16)
     "decoder": ("decoder_",),
@@ -81,12 +81,14 @@ def model_info(
         input_shape=(input_size, input_size, 3),
         **build_options,
     )
-    by_part = multiply_adds_by_part(model, PARTS)
+    spec = backbone_spec(backbone)
+    by_part = multiply_adds_by_part(model, {**spec.layer_groups, **HEAD_PARTS})
     return {
         "backbone": backbone,
         "output_stride": output_stride,
         "input_size": input_size,
         **{key: value for key, value in build_options.items() if key != "backbone_weights"},
+        **{option: model.build_config[option] for option in spec.options},
         "parameters": model.count_params(),
         "multiply_adds": sum(by_part.values()),
         "multiply_adds_by_part": by_part,

@@ -81,9 +81,6 @@ def build_model(
     backbone: str = "resnet101",
     decoder: bool = False,
     *,
-    stem: str = "keras",
-    multi_grid: Sequence[int] | None = constants.MULTI_GRID,
-    extra_blocks: int = 0,
     separable: bool = False,
     width_multiplier: float = 1.0,
     aspp_filters: int = constants.ASPP_FILTERS,
@@ -93,15 +90,13 @@ def build_model(
     sync_batch_norm: bool = False,
     input_shape: Sequence[int | None] = (None, None, 3),
     align_corners: bool = False,
-    width_divisor: int = constants.MOBILENETV2_WIDTH_DIVISOR,
-    depthwise_relu: bool = True,
-    resnet_layout: str = "keras",
     head: str = "aspp",
     fc6: Sequence[int] = constants.LARGEFOV_FC6,
     aspp_v2_rates: Sequence[int] = constants.ASPP_L_RATES,
     multi_scale_inputs: Sequence[float] | None = None,
     backbone_weights: str | None = None,
     name: str = "deeplab",
+    **backbone_options: Any,
 ) -> DeepLab:
     """Build DeepLabv3 (`decoder=False`) or DeepLabv3+ (`decoder=True`); v1 and v2 with `head`.
 
@@ -111,9 +106,6 @@ def build_model(
       num_classes: logits channels.
       backbone: one of keras_deeplab.backbones.BACKBONES: "resnet50", "resnet101", "xception65" (the v3+ paper's
         aligned Xception), "mobilenetv2" or "vgg16" (DeepLab v1/v2's VGG-16, no batch norm).
-      stem: "keras" (7x7 conv, loads keras.applications weights) or "beta" (three 3x3 convs); ResNets only.
-      multi_grid: unit rates of block4 and the cascade blocks, multiplied by the stage's rate; ResNets only.
-      extra_blocks: 0..3 cascaded copies of block4 (block5..block7) with doubling rates; ResNets only.
       separable: atrous separable 3x3 convs in the ASPP and decoder (v3+).
       width_multiplier: scales every backbone width (1.0 is the paper's network; small values for tests);
         MobileNetV2's `alpha` (widths rounded to multiples of 8 as keras.applications does).
@@ -124,15 +116,6 @@ def build_model(
       align_corners: every bilinear upsampling (image pooling, decoder, logits) maps corner pixels onto corner
         pixels, as TF1's `resize_bilinear(align_corners=True)` in the official DeepLab code; False: TF2's
         half-pixel centres. Models imported from Google's published weights set it (`import_weights`).
-      width_divisor: MobileNetV2 rounds its scaled widths to multiples of this: 8 as keras.applications does;
-        the official DeepLab MobileNetV2 uses 1 at a depth multiplier other than 1 (e.g. 12 channels at 0.5
-        where keras has 16). MobileNetV2 only.
-      depthwise_relu: Xception-65 puts a ReLU after the batch norm of every depthwise conv (the v3+ paper);
-        False: only in the exit flow's last block, as the official code does. Xception-65 only.
-      resnet_layout: "keras" (keras.applications' ResNet: stride in a stage's first 1x1 conv, biased convs; loads
-        its ImageNet files) or "slim" (the official DeepLab's ResNet-v1 of tf-slim: stride in the 3x3 conv of a
-        block's last unit, no conv biases, epsilon 1e-5, the official inputs: [-1, 1] RGB with stem "beta"); the
-        official weights import into "slim" (`import_weights`). ResNets only.
       head: "aspp" (v3, with `decoder` v3+), "largefov" (v1: pool5a, fc6, fc7, fc8) or "aspp_v2" (v2: a branch
         per `aspp_v2_rates`, class scores summed; fc6/fc7/fc8 branches on VGG-16, one 3x3 conv on the others). The
         v1/v2 heads have no batch norm and take their rates as given at any output stride (the papers': 8).
@@ -145,39 +128,23 @@ def build_model(
         size; `training_model()` adds each scale's logits for the loss.
       backbone_weights: a local keras.applications ImageNet weight file (.h5) to load into the backbone; for
         VGG-16 its include_top file also initialises fc6/fc7 (`backbones.vgg.decimated_fc_weights`).
+      **backbone_options: the options the backbone's spec declares, with its defaults
+        (`backbone_spec(backbone).options`), described by its builder: the ResNets' stem, multi_grid,
+        extra_blocks and resnet_layout (`backbones.resnet.resnet_features`), MobileNetV2's width_divisor,
+        Xception-65's depthwise_relu. Saved in `build_config`; another backbone's option is refused unless at
+        its default.
 
     Returns: a DeepLab model mapping RGB [0, 255] (B, H, W, 3) to float32 logits (B, H, W, num_classes).
     """
     spec = backbone_spec(backbone)
     if light_aspp is None:
         light_aspp = spec.light_aspp
-    options = backbone_build_options(
-        backbone,
-        {
-            "stem": stem,
-            "multi_grid": multi_grid,
-            "extra_blocks": extra_blocks,
-            "width_divisor": width_divisor,
-            "depthwise_relu": depthwise_relu,
-            "resnet_layout": resnet_layout,
-        },
-        {
-            "stem": constants.RESNET_STEMS[0],
-            "multi_grid": constants.MULTI_GRID,
-            "extra_blocks": 0,
-            "width_divisor": constants.MOBILENETV2_WIDTH_DIVISOR,
-            "depthwise_relu": True,
-            "resnet_layout": constants.RESNET_LAYOUTS[0],
-        },
-    )
+    options = backbone_build_options(backbone, backbone_options)
     build_config = {
         "output_stride": output_stride,
         "num_classes": num_classes,
         "backbone": backbone,
         "decoder": decoder,
-        "stem": stem,
-        "multi_grid": list(multi_grid) if multi_grid else None,
-        "extra_blocks": extra_blocks,
         "separable": separable,
         "width_multiplier": width_multiplier,
         "aspp_filters": aspp_filters,
@@ -187,16 +154,13 @@ def build_model(
         "sync_batch_norm": sync_batch_norm,
         "input_shape": list(input_shape),
         "align_corners": align_corners,
-        "width_divisor": width_divisor,
-        "depthwise_relu": depthwise_relu,
+        **options,
     }
     fc6, aspp_v2_rates, scales = _check_head_options(head, decoder, fc6, aspp_v2_rates, multi_scale_inputs)
     if head != "aspp":  # absent for v3/v3+ models: their build_config (and saved files, checkpoints) as before
         build_config.update(head=head, fc6=list(fc6), aspp_v2_rates=list(aspp_v2_rates))
     if scales is not None:
         build_config["multi_scale_inputs"] = list(scales)
-    if resnet_layout != constants.RESNET_LAYOUTS[0]:  # absent by default: existing configs and checkpoints as before
-        build_config["resnet_layout"] = resnet_layout
     norm = NormSettings(momentum=batch_norm_momentum, synchronized=sync_batch_norm)
     inputs = keras.Input(shape=tuple(input_shape), name="scaled_image" if scales else "image")
     pixel_mean, pixel_scale, reverse_channels = (

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 from keras_deeplab import constants
+from keras_deeplab.backbones import all_specs
 from keras_deeplab.losses import check_hard_pixel_fraction
 from keras_deeplab.model import build_model
 from keras_deeplab.scales import check_scales
@@ -237,7 +238,11 @@ def recipe_from_dict(values: dict[str, Any], path: str = "<recipe>") -> Recipe:
 def _model_section(model: Any, path: str) -> dict[str, Any]:
     if not isinstance(model, dict):
         raise RecipeError(f"{path}: 'model' must be an object of build_model arguments, got {model!r}")
-    accepted = [name for name in inspect.signature(build_model).parameters if name not in MODEL_KEYS_SET_BY_TRAINING]
+    parameters = inspect.signature(build_model).parameters.values()
+    accepted = [
+        *(p.name for p in parameters if p.kind != p.VAR_KEYWORD and p.name not in MODEL_KEYS_SET_BY_TRAINING),
+        *dict.fromkeys(option for spec in all_specs() for option in spec.options),
+    ]
     for key in model:
         if key in MODEL_KEYS_SET_BY_TRAINING:
             raise RecipeError(f"{path}: model.{key} is set by training itself and cannot be given in a recipe")

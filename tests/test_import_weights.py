@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_deeplab import cli
+from keras_deeplab.checkpoints import CheckpointMismatchError, check_same_architecture
 from keras_deeplab.importing import WeightImportError, import_weights, read_source
 from keras_deeplab.importing.mapping import official_weight_table
 from keras_deeplab.litert import open_interpreter
@@ -305,9 +306,17 @@ def test_resnet_v1_101_beta_checkpoint_imports_as_the_official_network(tmp_path)
     np.testing.assert_allclose(imported(pixels).numpy(), model(pixels).numpy(), atol=1e-4)
 
 
-def test_resnet_keras_layout_build_config_is_unchanged_and_refuses_official_weights():
+def test_resnet_keras_layout_refuses_official_weights_and_older_configs_still_match():
     model = build_model(backbone="resnet50", width_multiplier=0.125, num_classes=3, aspp_filters=8)
-    assert "resnet_layout" not in model.build_config
+    assert model.build_config["resnet_layout"] == "keras"
+    # as versions before the backbones declared their options saved it: every backbone's options at their
+    # defaults, resnet_layout left out at "keras"
+    older = {key: value for key, value in model.build_config.items() if key != "resnet_layout"}
+    older.update(width_divisor=8, depthwise_relu=True)
+    check_same_architecture(model.build_config, older, "an older checkpoint")
+    assert build_model(**older).build_config == model.build_config
+    with pytest.raises(CheckpointMismatchError, match="stem: 'beta' there, 'keras' here"):
+        check_same_architecture(model.build_config, {**older, "stem": "beta"}, "an older checkpoint")
     assert model.get_layer("preprocessing").reverse_channels  # keras.applications' "caffe" inputs
     with pytest.raises(WeightImportError, match="resnet_layout='slim' only"):
         official_weight_table(model.build_config)

@@ -67,31 +67,6 @@ def test_cascade_blocks_double_their_rates_and_keep_the_stride():
         build_model(16, backbone="resnet50", extra_blocks=4, **TINY)
 
 
-def test_output_stride_16_weights_run_unchanged_at_8():
-    m16 = build_model(16, backbone="resnet50", decoder=True, **TINY)
-    m8 = build_model(8, backbone="resnet50", decoder=True, **TINY)
-    assert [w.path for w in m8.weights] == [w.path for w in m16.weights]
-    m8.set_weights(m16.get_weights())
-    x = _pixels(65, 97)
-    out8 = m8(x).numpy()
-    assert np.isfinite(out8).all()
-    rebuilt = m16.with_output_stride(8)
-    assert rebuilt.build_config["output_stride"] == 8
-    np.testing.assert_allclose(rebuilt(x).numpy(), out8, rtol=1e-5, atol=1e-5)
-    assert not np.allclose(m16(x).numpy(), out8, atol=1e-4)  # the dilated graph really differs
-
-
-def test_save_and_load_round_trip(tmp_path):
-    model = build_model(16, backbone="resnet50", decoder=True, stem="beta", **TINY)
-    x = _pixels(65, 65, batch=2)
-    expected = model(x).numpy()
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert type(loaded).__name__ == "DeepLab"
-    assert loaded.build_config == model.build_config
-    np.testing.assert_array_equal(loaded(x).numpy(), expected)
-
-
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_returns_float32_logits(policy):
     keras.mixed_precision.set_global_policy(policy)

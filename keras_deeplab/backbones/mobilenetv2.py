@@ -10,10 +10,20 @@ the input size is known.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from keras import layers
 
 from keras_deeplab import constants
-from keras_deeplab.backbones.base import AtrousSchedule, BackboneFeatures, BackboneSpec, official_conv_names
+from keras_deeplab.backbones.base import (
+    AtrousSchedule,
+    BackboneFeatures,
+    BackboneSpec,
+    OfficialWeights,
+    official_conv_names,
+    official_tensor,
+)
 from keras_deeplab.layers import Conv2D, NormSettings
 
 _EPSILON = constants.MOBILENETV2_BATCH_NORM_EPSILON
@@ -138,13 +148,41 @@ def mobilenetv2_features(
     return BackboneFeatures(low_level=low_level, high_level=x, output_stride=output_stride)
 
 
+def official_options(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """width_multiplier from the stem's width; width_divisor 8 (keras) or 1 (official below multiplier 1),
+    whichever reproduces every stage's width."""
+    stem_name = "MobilenetV2/Conv/weights"
+    multiplier = official_tensor(tensors, stem_name).shape[-1] / constants.MOBILENETV2_STEM_FILTERS
+    names, block_id = [stem_name], 0
+    for _, _, repeats, _ in constants.MOBILENETV2_BLOCKS:
+        block = f"expanded_conv_{block_id}" if block_id else "expanded_conv"
+        names.append(f"MobilenetV2/{block}/project/weights")  # the first block of a stage sets its width
+        block_id += repeats
+    widths = [int(official_tensor(tensors, name).shape[-1]) for name in names]
+    for divisor in (constants.MOBILENETV2_WIDTH_DIVISOR, 1):
+        if stage_widths(multiplier, divisor) == widths:
+            return {"width_multiplier": multiplier, "width_divisor": divisor}
+    raise ValueError(
+        f"MobileNetV2 widths {widths} (of {', '.join(names)}) fit no depth multiplier "
+        f"(stem {widths[0]} channels gives {multiplier:g})"
+    )
+
+
 SPEC = BackboneSpec(
     name="mobilenetv2",
     build=mobilenetv2_features,
     pixel_mean=constants.SIGNED_UNIT_PIXEL_MEAN_RGB,  # "tf" inputs: RGB scaled to [-1, 1]
     pixel_scale=constants.SIGNED_UNIT_PIXEL_SCALE,
-    options=("width_divisor",),
+    layer_groups={"stem": ("Conv1", "bn_Conv1"), "backbone": ("expanded_conv_", "block_")},
+    options={"width_divisor": constants.MOBILENETV2_WIDTH_DIVISOR},
     light_aspp=True,  # the official MobileNetV2 configuration sets no atrous rates
     imagenet_weights="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
     unused_weight_layers=constants.MOBILENETV2_UNUSED_WEIGHT_LAYERS,
+    official=OfficialWeights(
+        scope="MobilenetV2",
+        infer_options=official_options,
+        weight_names=lambda build_config: official_weight_names(),
+        batch_norm_epsilon=OFFICIAL_BATCH_NORM_EPSILON,
+    ),
 )
+SPECS = (SPEC,)

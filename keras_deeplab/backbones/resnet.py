@@ -15,7 +15,8 @@ batch norm of block1 unit 2's last conv (before the sum), and the official input
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from keras import layers
 
@@ -24,7 +25,9 @@ from keras_deeplab.backbones.base import (
     AtrousSchedule,
     BackboneFeatures,
     BackboneSpec,
+    OfficialWeights,
     official_conv_names,
+    official_tensor,
     scaled_width,
 )
 from keras_deeplab.layers import Conv2D, NormSettings
@@ -204,9 +207,21 @@ def _resnet_spec(depth: str) -> BackboneSpec:
         # keras.applications' ResNets expect "caffe" inputs: BGR order, ImageNet mean subtracted, no scaling.
         pixel_mean=constants.RESNET_CAFFE_MEAN_BGR,
         reverse_channels=True,
-        options=("stem", "multi_grid", "extra_blocks", "resnet_layout"),
+        layer_groups={"stem": ("conv1_", "pool1_"), "backbone": ("conv",)},
+        options={
+            "stem": constants.RESNET_STEMS[0],
+            "multi_grid": constants.MULTI_GRID,
+            "extra_blocks": 0,
+            "resnet_layout": constants.RESNET_LAYOUTS[0],
+        },
         imagenet_weights=f"{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5",
         pixel_normalization=pixel_normalization,
+        official=OfficialWeights(
+            scope=_official_scope(depth),
+            infer_options=functools.partial(official_options, depth=depth),
+            weight_names=_official_weight_table,
+            batch_norm_epsilon=OFFICIAL_BATCH_NORM_EPSILON,
+        ),
     )
 
 
@@ -234,7 +249,7 @@ def official_weight_names(backbone: str = "resnet101", stem: str = "beta") -> di
     in each block's first unit, the projection "shortcut", each followed by "BatchNorm" and without biases.
     Ours: "conv1_<i>_conv" / "conv1_conv", and "conv<b+1>_block<u>_{1,2,3,0}_conv" with "_bn".
     """
-    scope = f"resnet_v1_{backbone.removeprefix('resnet')}"
+    scope = _official_scope(backbone)
     if stem == "beta":
         table = {}
         for index in (1, 2, 3):
@@ -248,6 +263,38 @@ def official_weight_names(backbone: str = "resnet101", stem: str = "beta") -> di
             for part, index in convs:
                 table.update(official_conv_names(f"{official}/{part}", f"{ours}_{index}_conv", f"{ours}_{index}_bn"))
     return table
+
+
+def _official_scope(depth: str) -> str:
+    # resnet_v1_101_beta and resnet_v1_101 both build under "resnet_v1_101" (research/deeplab/core/
+    # feature_extractor.py, `name_scope`); the root's variables tell them apart
+    return f"resnet_v1_{depth.removeprefix('resnet')}"
+
+
+def _official_weight_table(build_config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    if build_config.get("resnet_layout") != "slim":
+        raise ValueError(
+            f"the official ResNet weights fit resnet_layout='slim' only, not {build_config.get('resnet_layout')!r}"
+        )
+    return official_weight_names(build_config["backbone"], build_config.get("stem", "keras"))
+
+
+def official_options(tensors: Mapping[str, Any], depth: str) -> dict[str, Any]:
+    """The slim layout; stem "beta" (root conv1_1..conv1_3) or "keras" (7x7 conv1); width from the root's first
+    conv; multi_grid (1, 2, 4), which no tensor records (the official models' `--multi_grid=1,2,4`)."""
+    scope = _official_scope(depth)
+    beta = f"{scope}/conv1_1/weights" in tensors
+    root = official_tensor(tensors, f"{scope}/conv1_1/weights" if beta else f"{scope}/conv1/weights")
+    units = constants.RESNET_STAGE_BLOCKS[depth][2]
+    official_tensor(tensors, f"{scope}/block3/unit_{units}/bottleneck_v1/conv3/weights")
+    if any(name.startswith(f"{scope}/block3/unit_{units + 1}/") for name in tensors):
+        raise ValueError(f"{scope}/block3 has more than the {units} units of {depth}")
+    return {
+        "stem": "beta" if beta else "keras",
+        "resnet_layout": "slim",
+        "multi_grid": list(constants.MULTI_GRID),
+        "width_multiplier": root.shape[-1] / constants.RESNET_STAGE_FILTERS[0],
+    }
 
 
 SPECS = tuple(_resnet_spec(depth) for depth in constants.RESNET_STAGE_BLOCKS)

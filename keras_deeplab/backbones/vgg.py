@@ -143,8 +143,10 @@ SPEC = BackboneSpec(
     build=vgg16_features,
     pixel_mean=constants.VGG16_CAFFE_MEAN_BGR,
     reverse_channels=True,
+    layer_groups={"stem": (), "backbone": ("block",)},
     imagenet_weights="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
     unused_weight_layers=constants.VGG16_UNUSED_WEIGHT_LAYERS,
     fc_head=True,
     load_head_weights=load_fc_weights,
 )
+SPECS = (SPEC,)

@@ -13,6 +13,9 @@ the same weights fit every output stride.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from keras import layers
 
 from keras_deeplab import constants
@@ -20,7 +23,9 @@ from keras_deeplab.backbones.base import (
     AtrousSchedule,
     BackboneFeatures,
     BackboneSpec,
+    OfficialWeights,
     official_conv_names,
+    official_tensor,
     scaled_width,
 )
 from keras_deeplab.layers import Conv2D, NormSettings
@@ -132,15 +137,6 @@ def xception65_features(
     return BackboneFeatures(low_level=low_level, high_level=x, output_stride=output_stride)
 
 
-SPEC = BackboneSpec(
-    name="xception65",
-    build=xception65_features,
-    pixel_mean=constants.SIGNED_UNIT_PIXEL_MEAN_RGB,  # "tf" inputs: RGB scaled to [-1, 1]
-    pixel_scale=constants.SIGNED_UNIT_PIXEL_SCALE,
-    options=("depthwise_relu",),
-)
-
-
 def official_weight_names() -> dict[str, tuple[str, str]]:
     """Official TF1 DeepLab variable name -> (our layer, weight slot), for every Xception-65 weight.
 
@@ -173,3 +169,27 @@ def official_weight_names() -> dict[str, tuple[str, str]]:
             if skip == "conv":
                 table.update(official_conv_names(f"{official}/shortcut", f"{ours}_shortcut", f"{ours}_shortcut_bn"))
     return table
+
+
+def official_options(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The width from the stem's; no ReLU after the depthwise convs but the exit flow's last block's, as the
+    official code."""
+    stem = official_tensor(tensors, "xception_65/entry_flow/conv1_1/weights").shape[-1]
+    return {"width_multiplier": stem / constants.XCEPTION65_STEM_FILTERS[0], "depthwise_relu": False}
+
+
+SPEC = BackboneSpec(
+    name="xception65",
+    build=xception65_features,
+    pixel_mean=constants.SIGNED_UNIT_PIXEL_MEAN_RGB,  # "tf" inputs: RGB scaled to [-1, 1]
+    pixel_scale=constants.SIGNED_UNIT_PIXEL_SCALE,
+    layer_groups={"stem": ("entry_flow_conv1_",), "backbone": ("entry_flow_", "middle_flow_", "exit_flow_")},
+    options={"depthwise_relu": True},
+    official=OfficialWeights(
+        scope="xception_65",
+        infer_options=official_options,
+        weight_names=lambda build_config: official_weight_names(),
+        batch_norm_epsilon=OFFICIAL_BATCH_NORM_EPSILON,
+    ),
+)
+SPECS = (SPEC,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from keras_deeplab import constants
 from keras_deeplab.scales import parse_scales
@@ -61,6 +62,49 @@ def crf_settings(args: argparse.Namespace) -> dict[str, float] | None:
 
     extension()
     return dict(args.crf_param)
+
+
+def name_value(text: str) -> tuple[str, str]:
+    """`--backbone-option stem=beta`: a name and its value as written (checked when the command runs)."""
+    name, equals, value = text.partition("=")
+    if not name or not equals:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def backbone_options(backbone: str, given: list[tuple[str, str]]) -> dict[str, Any]:
+    """`--backbone-option NAME=VALUE` pairs as `build_model` keywords, each value read as the type of the
+    option's default in the backbone's spec (true/false, a number, a word, comma-separated integers or
+    "none"); ValueError naming an option the backbone does not declare or a value that does not read."""
+    from keras_deeplab.backbones import backbone_spec
+
+    declared = backbone_spec(backbone).options
+    options = {}
+    for name, text in given:
+        if name not in declared:
+            raise ValueError(
+                f"--backbone-option {name}: {backbone} takes {', '.join(declared) or 'no options'} (got {name}={text})"
+            )
+        options[name] = _read_value(name, text, declared[name])
+    return options
+
+
+def _read_value(name: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if isinstance(default, int | float):
+            return type(default)(text)
+        if isinstance(default, tuple | list) or default is None:
+            return None if text.lower() == "none" else [int(value) for value in text.split(",")]
+        return text
+    except ValueError:
+        kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a word"}.get(
+            type(default), "comma-separated integers or none"
+        )
+        raise ValueError(f"--backbone-option {name}: expected {kind}, got {text!r}") from None
 
 
 def crf_grid(text: str) -> tuple[str, tuple[float, ...]]:

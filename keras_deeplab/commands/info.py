@@ -7,6 +7,7 @@ import json
 
 from keras_deeplab import constants
 from keras_deeplab.backbones import BACKBONES
+from keras_deeplab.commands.arguments import backbone_options, name_value
 from keras_deeplab.descriptors import VOC
 
 
@@ -16,10 +17,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-stride", type=int, default=16, choices=constants.OUTPUT_STRIDES)
     parser.add_argument("--input-size", type=int, default=constants.CROP_SIZE)
     parser.add_argument("--num-classes", type=int, default=VOC.num_classes, help="logits channels (default: VOC's)")
-    parser.add_argument("--stem", default="keras", choices=constants.RESNET_STEMS)
     parser.add_argument("--decoder", action="store_true", help="DeepLabv3+ decoder")
     parser.add_argument("--separable", action="store_true", help="atrous separable convs in ASPP/decoder")
-    parser.add_argument("--extra-blocks", type=int, default=0, help="cascade copies of block4 (0..3)")
+    parser.add_argument(
+        "--backbone-option",
+        type=name_value,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of the backbone's own, e.g. stem=beta, extra_blocks=1 (ResNets), width_divisor=1 "
+        "(MobileNetV2), depthwise_relu=false (Xception-65); an unknown one lists the backbone's",
+    )
     parser.add_argument("--head", default="aspp", choices=constants.HEADS, help="v3 ASPP, v1 LargeFOV or v2 ASPP")
     parser.add_argument(
         "--fc6", type=_integers, default=None, metavar="K,R,F", help="largefov's fc6 kernel, rate, filters (3,12,1024)"
@@ -54,20 +62,19 @@ def run(args: argparse.Namespace) -> int:
 
         print(PUBLISHED_MODEL)
         return 0
-    from keras_deeplab.backbones import backbone_spec
     from keras_deeplab.complexity import model_info
 
+    options = backbone_options(args.backbone, args.backbone_option)
     info = model_info(
         backbone=args.backbone,
         output_stride=args.output_stride,
         input_size=args.input_size,
         num_classes=args.num_classes,
-        stem=args.stem,
         decoder=args.decoder,
         separable=args.separable,
-        extra_blocks=args.extra_blocks,
         width_multiplier=args.width_multiplier,
         **_head_options(args),
+        **options,
     )
     model = info.pop("model")
     if args.json:
@@ -75,9 +82,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.summary:
         model.summary(line_length=110)
-    variant = (
-        f"{args.stem} stem" if "stem" in backbone_spec(args.backbone).options else f"width {args.width_multiplier:g}"
-    )
+    variant = ", ".join([f"width {args.width_multiplier:g}", *(f"{name} {value}" for name, value in options.items())])
     if args.head == "largefov":
         kernel, rate, filters = info["fc6"]
         name = f"DeepLab v1 LargeFOV head (fc6 {kernel}x{kernel} rate {rate}, {filters} filters) {args.backbone}"

@@ -1,7 +1,7 @@
 """From official tensors to a DeepLab: infer the architecture, build the model, load every weight by name.
 
 The official names map to our layers through the tables kept beside the layers they fill:
-`backbones.<backbone>.official_weight_names()` and `heads.official_weight_names(separable)`. Every tensor of
+each backbone spec's `official` (`BackboneSpec.official`) and `heads.official_weight_names(separable)`. Every tensor of
 the source must land in a layer of the model, and every layer must receive all of its weights, with the
 shapes it has; anything else raises WeightImportError naming the tensor or layer and the file.
 """
@@ -14,21 +14,13 @@ from typing import Any
 import numpy as np
 from keras import layers
 
-from keras_deeplab import constants, heads
-from keras_deeplab.backbones import mobilenetv2, resnet, xception
+from keras_deeplab import heads
+from keras_deeplab.backbones import BackboneSpec, all_specs, backbone_spec
+from keras_deeplab.backbones.base import official_tensor
 from keras_deeplab.importing.read import read_source
 from keras_deeplab.importing.sources import SourceWeights, WeightImportError
 from keras_deeplab.model import DeepLab, build_model
 
-# Official top-level scope -> (our backbone, the module holding its table and OFFICIAL_BATCH_NORM_EPSILON).
-OFFICIAL_BACKBONES = {
-    "MobilenetV2": ("mobilenetv2", mobilenetv2),
-    "xception_65": ("xception65", xception),
-    # resnet_v1_101_beta and resnet_v1_101 both build under "resnet_v1_101" (research/deeplab/core/
-    # feature_extractor.py, `name_scope`); the root's variables tell them apart
-    "resnet_v1_101": ("resnet101", resnet),
-    "resnet_v1_50": ("resnet50", resnet),
-}
 DEFAULT_OUTPUT_STRIDE = 16  # for sources that do not say (checkpoints, frozen graphs): the official eval's
 FOLDED_BIAS = "folded_bias"  # slot of a batch norm whose conv's bias holds it (TFLite)
 
@@ -57,13 +49,14 @@ def infer_build_config(weights: SourceWeights) -> dict[str, Any]:
     """`build_model` arguments that reproduce the network of `weights`, read from its tensor names and shapes."""
     tensors, path = weights.tensors, weights.path
     scopes = {name.split("/", 1)[0] for name in tensors}
-    found = [scope for scope in OFFICIAL_BACKBONES if scope in scopes]
+    official = {spec.official.scope: spec for spec in all_specs() if spec.official is not None}
+    found = [scope for scope in official if scope in scopes]
     if len(found) != 1:
         raise WeightImportError(
-            f"{path}: expected the variables of exactly one backbone under {sorted(OFFICIAL_BACKBONES)}, "
+            f"{path}: expected the variables of exactly one backbone under {sorted(official)}, "
             f"found top-level scopes {sorted(scopes)}"
         )
-    backbone = OFFICIAL_BACKBONES[found[0]][0]
+    spec = official[found[0]]
 
     def has(prefix: str) -> bool:
         return any(name.startswith(prefix) for name in tensors)
@@ -81,83 +74,39 @@ def infer_build_config(weights: SourceWeights) -> dict[str, Any]:
     config: dict[str, Any] = {
         "output_stride": weights.output_stride or DEFAULT_OUTPUT_STRIDE,
         "num_classes": int(num_classes),
-        "backbone": backbone,
+        "backbone": spec.name,
         "decoder": decoder,
         "separable": decoder_separable if light else aspp_separable,
         "aspp_filters": int(_require(weights, "aspp0/weights").shape[-1]),
         "light_aspp": light,
         "align_corners": True,
     }
-    if backbone == "mobilenetv2":
-        config.update(_mobilenetv2_widths(weights))
-    elif backbone in ("resnet101", "resnet50"):
-        config.update(_resnet_options(weights, found[0], backbone))
-    else:  # Xception-65: no ReLU after the depthwise convs but the exit flow's last block's, as the official code
-        stem = _require(weights, "xception_65/entry_flow/conv1_1/weights").shape[-1]
-        config.update(width_multiplier=stem / constants.XCEPTION65_STEM_FILTERS[0], depthwise_relu=False)
+    try:
+        config.update(spec.official.infer_options(tensors))
+    except ValueError as error:
+        raise WeightImportError(f"{path}: {error}") from error
     return config
 
 
-def _mobilenetv2_widths(weights: SourceWeights) -> dict[str, Any]:
-    """width_multiplier from the stem's width; width_divisor 8 (keras) or 1 (official below multiplier 1),
-    whichever reproduces every stage's width."""
-    stem_name = "MobilenetV2/Conv/weights"
-    multiplier = _require(weights, stem_name).shape[-1] / constants.MOBILENETV2_STEM_FILTERS
-    names, block_id = [stem_name], 0
-    for _, _, repeats, _ in constants.MOBILENETV2_BLOCKS:
-        block = f"expanded_conv_{block_id}" if block_id else "expanded_conv"
-        names.append(f"MobilenetV2/{block}/project/weights")  # the first block of a stage sets its width
-        block_id += repeats
-    widths = [int(_require(weights, name).shape[-1]) for name in names]
-    for divisor in (constants.MOBILENETV2_WIDTH_DIVISOR, 1):
-        if mobilenetv2.stage_widths(multiplier, divisor) == widths:
-            return {"width_multiplier": multiplier, "width_divisor": divisor}
-    raise WeightImportError(
-        f"{weights.path}: MobileNetV2 widths {widths} (of {', '.join(names)}) fit no depth multiplier "
-        f"(stem {widths[0]} channels gives {multiplier:g})"
-    )
-
-
-def _resnet_options(weights: SourceWeights, scope: str, backbone: str) -> dict[str, Any]:
-    """The slim layout; stem "beta" (root conv1_1..conv1_3) or "keras" (7x7 conv1); width from the root's first
-    conv; multi_grid (1, 2, 4), which no tensor records (the official models' `--multi_grid=1,2,4`)."""
-    beta = f"{scope}/conv1_1/weights" in weights.tensors
-    root = _require(weights, f"{scope}/conv1_1/weights" if beta else f"{scope}/conv1/weights")
-    units = constants.RESNET_STAGE_BLOCKS[backbone][2]
-    _require(weights, f"{scope}/block3/unit_{units}/bottleneck_v1/conv3/weights")
-    if any(name.startswith(f"{scope}/block3/unit_{units + 1}/") for name in weights.tensors):
-        raise WeightImportError(f"{weights.path}: {scope}/block3 has more than the {units} units of {backbone}")
-    return {
-        "stem": "beta" if beta else "keras",
-        "resnet_layout": "slim",
-        "multi_grid": list(constants.MULTI_GRID),
-        "width_multiplier": root.shape[-1] / constants.RESNET_STAGE_FILTERS[0],
-    }
-
-
 def _require(weights: SourceWeights, name: str) -> np.ndarray:
-    if name not in weights.tensors:
-        raise WeightImportError(f"{weights.path}: no tensor {name!r}, which every official DeepLab of this kind has")
-    return weights.tensors[name]
+    try:
+        return official_tensor(weights.tensors, name)
+    except ValueError as error:
+        raise WeightImportError(f"{weights.path}: {error}") from error
 
 
 def official_weight_table(build_config: dict[str, Any]) -> tuple[dict[str, tuple[str, str]], dict[str, float]]:
     """{official name: (our layer, slot)} for a model's backbone and heads, and {our batch-norm layer: the
     official epsilon its statistics were computed with}."""
-    modules = {backbone: module for backbone, module in OFFICIAL_BACKBONES.values()}
-    module = modules.get(build_config["backbone"])
-    if module is None:
+    spec: BackboneSpec = backbone_spec(build_config["backbone"])
+    if spec.official is None:
         raise WeightImportError(f"no official weight table for backbone {build_config['backbone']!r}")
-    if module is resnet:
-        if build_config.get("resnet_layout") != "slim":
-            raise WeightImportError(
-                f"the official ResNet weights fit resnet_layout='slim' only, not {build_config.get('resnet_layout')!r}"
-            )
-        backbone_table = resnet.official_weight_names(build_config["backbone"], build_config.get("stem", "keras"))
-    else:
-        backbone_table = module.official_weight_names()
+    try:
+        backbone_table = spec.official.weight_names(build_config)
+    except ValueError as error:
+        raise WeightImportError(str(error)) from error
     head_table = heads.official_weight_names(build_config["separable"])
-    epsilons = {layer: module.OFFICIAL_BATCH_NORM_EPSILON for layer, _ in backbone_table.values()}
+    epsilons = {layer: spec.official.batch_norm_epsilon for layer, _ in backbone_table.values()}
     epsilons.update({layer: heads.OFFICIAL_BATCH_NORM_EPSILON for layer, _ in head_table.values()})
     return {**backbone_table, **head_table}, epsilons
 
