@@ -41,7 +41,7 @@ LAYERS = (
     ("training", ("keras_deeplab.recipe", "keras_deeplab.evaluation", "keras_deeplab.training",
                   "keras_deeplab.training.*")),
     ("export", ("serving.settings", "serving.export", "serving.tflite")),
-    ("serving", ("serving.rest_json", "serving.server", "serving.client", "serving.predict")),
+    ("serving", ("serving.rest_json", "serving.page", "serving.server", "serving.client", "serving.predict")),
     ("command line", ("keras_deeplab.demo", "keras_deeplab.cli", "keras_deeplab.commands",
                       "keras_deeplab.commands.*", "scripts.*")),
     ("package facades", FACADES),
