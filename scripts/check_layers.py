@@ -38,7 +38,7 @@ LAYERS = (
                "keras_deeplab._crf_mean_field", "keras_deeplab.trimap",
                "keras_deeplab.litert", "keras_deeplab.importing", "keras_deeplab.importing.*",
                "keras_deeplab.precision")),
-    ("training", ("keras_deeplab.recipe", "keras_deeplab.evaluation", "keras_deeplab.training",
+    ("training", ("keras_deeplab.recipe", "keras_deeplab.evaluation", "keras_deeplab.report", "keras_deeplab.training",
                   "keras_deeplab.training.*")),
     ("export", ("serving.settings", "serving.export", "serving.tflite")),
     ("serving", ("serving.rest_json", "serving.page", "serving.server", "serving.client", "serving.predict")),
