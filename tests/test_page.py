@@ -22,6 +22,7 @@ from keras_deeplab.visualize import class_shares, format_share, overlay
 
 PHOTO = "voc2012_sample/JPEGImages/2007_000032.jpg"  # aeroplanes and people on an airfield, 500 x 281
 MAX_PIXELS = 500 * 500  # the photo passes, the same photo at twice its size does not
+MAX_BODY_MB = 0.25  # the photo (54 KB) passes, a 600 KB file does not
 WAIT_S = 60
 
 
@@ -36,7 +37,9 @@ def export_published(path: str) -> None:
 def page_server(tmp_path_factory):
     """Root URL of `serve --crf` of the published VOC model (imported, exported once per test run)."""
     base_path = shared_path(tmp_path_factory, "export_published", export_published)
-    with running_serve(base_path, "--crf", "--max-pixels", str(MAX_PIXELS), "--quiet") as url:
+    with running_serve(
+        base_path, "--crf", "--max-pixels", str(MAX_PIXELS), "--max-body-mb", str(MAX_BODY_MB), "--quiet"
+    ) as url:
         yield url
 
 
@@ -116,7 +119,7 @@ def test_choosing_a_real_photo_shows_overlay_legend_time_and_download(page_serve
         assert legend() == expected_without
 
         big = tmp_path / "big.jpg"
-        Image.fromarray(picture).resize((2 * width, 2 * height)).save(big, quality=85)
+        Image.fromarray(picture).resize((2 * width, 2 * height)).save(big, quality=60)
         browser.find_element(By.ID, "file").send_keys(str(big))
         wait.until(lambda _: browser.find_element(By.ID, "error").is_displayed())
         error = browser.find_element(By.ID, "error").text
@@ -126,3 +129,12 @@ def test_choosing_a_real_photo_shows_overlay_legend_time_and_download(page_serve
             f"{4 * width * height} pixels is over the limit of {MAX_PIXELS} (serve --max-pixels)."
         )
         assert not browser.find_element(By.ID, "result").is_displayed()
+
+        heavy = tmp_path / "heavy.png"  # refused by the page itself: the server would cut the upload off (413)
+        heavy.write_bytes(np.random.default_rng(0).integers(0, 256, 600_000, dtype=np.uint8).tobytes())
+        browser.find_element(By.ID, "file").send_keys(str(heavy))
+        wait.until(lambda _: "heavy.png" in browser.find_element(By.ID, "error").text)
+        assert browser.find_element(By.ID, "error").text == (
+            "The file heavy.png is 0.57 MB: a request to this server may hold 0.25 MB at most (serve --max-body-mb), "
+            "which holds a photo file of about 0.19 MB (base64 makes it a third larger)."
+        )

@@ -18,6 +18,7 @@ from serving_models import ODD_SIZES, b64, call, encode, export_tiny_model, kera
 
 from keras_deeplab.cli import main
 from keras_deeplab.crf import dense_crf
+from keras_deeplab.descriptors import VOC
 from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
 from serving.rest_json import outputs_to_json
@@ -333,6 +334,8 @@ def test_serve_with_crf_answers_the_crf_class_maps(tmp_path_factory):
     keras_path, base_path = export_tiny_model(tmp_path_factory)
     model = load_model(keras_path)
     api = RestApi(base_path, "deeplab", crf={"iterations": 2})
+    with pytest.raises(ValueError, match="the model has 5 classes, dataset voc 21"):  # serve --dataset voc
+        RestApi(base_path, "deeplab", dataset=VOC)
     images = [random_image(*size, seed=index) for index, size in enumerate(ODD_SIZES)]
     payload = {"instances": [b64(encode(image)) for image in images]}
     status, answer = api.handle("POST", "/v1/models/deeplab:predict", json.dumps(payload).encode())
