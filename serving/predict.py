@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_deeplab.crf import dense_crf
-from keras_deeplab.descriptors import DatasetDescriptor, descriptor_for_num_classes
+from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from keras_deeplab.files import make_folder
 from keras_deeplab.inference import PredictLogits, class_probabilities
 from keras_deeplab.loading import is_run_folder, load_model
@@ -158,10 +158,13 @@ def predict_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     crf: Mapping[str, float] | None = None,
     legend: bool = True,
+    dataset: DatasetDescriptor | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Predict each image (class probabilities averaged over `scales` and flips), write its two files, and
-    yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the colours of the dataset that
-    the model's number of classes names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K, else VOC).
+    yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the class names and colours of
+    `dataset`, which must have the model's number of classes (checked on the first image, before anything is
+    written), else of the dataset that number names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K,
+    21 VOC, other numbers "class_N" in VOC's colours).
     An image over `max_pixels` (height x width, from its header) is refused before it is decoded.
     `crf`: refine the probabilities with the fully connected CRF (`crf.dense_crf` keywords; {} for its defaults).
     `legend`: overlays carry the legend strip of `write_outputs`."""
@@ -177,5 +180,5 @@ def predict_files(
         if crf is not None:
             probabilities = dense_crf(image, probabilities, **crf)
         class_map = probabilities.argmax(-1)
-        descriptor = descriptor_for_num_classes(probabilities.shape[-1])
+        descriptor = model_descriptor(predictor.description, probabilities.shape[-1], dataset)
         yield write_outputs(out_dir, image_path, image, class_map, descriptor, legend)

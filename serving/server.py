@@ -41,7 +41,7 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_deeplab.crf import dense_crf
-from keras_deeplab.descriptors import DatasetDescriptor, descriptor_for_num_classes
+from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from pipelines.decode import PixelLimitError, read_image_header
 from serving.export import tf_error_message
 from serving.page import CONTENT_SECURITY_POLICY, PAGE_PATHS, page_html
@@ -163,11 +163,7 @@ class RestApi:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self.crf = None if crf is None else dict(crf)
         num_classes = self.versions[max(self.versions)].num_classes
-        if dataset is not None and num_classes is not None and dataset.num_classes != num_classes:
-            raise ValueError(
-                f"{base_path}: the model has {num_classes} classes, dataset {dataset.name} {dataset.num_classes}"
-            )
-        self.descriptor = dataset or (descriptor_for_num_classes(num_classes) if num_classes else None)
+        self.descriptor = dataset if num_classes is None else model_descriptor(base_path, num_classes, dataset)
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer one request: (HTTP status, JSON object). Never raises for a bad request."""

@@ -8,7 +8,7 @@ from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map
 
 from keras_deeplab.cli import main
 from keras_deeplab.crf import dense_crf
-from keras_deeplab.descriptors import VOC, VOC_COLORMAP
+from keras_deeplab.descriptors import VOC, VOC_COLORMAP, make_descriptor
 from keras_deeplab.inference import class_probabilities, predict_class_map
 from keras_deeplab.loading import load_model
 from keras_deeplab.visualize import class_shares, format_share, legend_strip, with_legend
@@ -150,7 +150,7 @@ def test_legend_names_each_class_present_with_its_colour_and_share():
         class_shares(np.array([[30]]))
 
 
-def test_predict_overlays_carry_the_legend_unless_no_legend(tmp_path, tmp_path_factory, photos):
+def test_predict_overlays_carry_the_legend_unless_no_legend(tmp_path, tmp_path_factory, photos, capsys):
     keras_path, _ = export_tiny_model(tmp_path_factory)
     assert main(["predict", photos[0], "--model", keras_path, "--out", str(tmp_path / "legend")]) == 0
     assert main(["predict", photos[0], "--model", keras_path, "--out", str(tmp_path / "bare"), "--no-legend"]) == 0
@@ -161,3 +161,12 @@ def test_predict_overlays_carry_the_legend_unless_no_legend(tmp_path, tmp_path_f
     assert legend.shape[0] > height and legend.shape[1:] == (width, 3)
     assert np.abs(legend[:height] - bare).mean() < 4  # the same overlay above the strip, up to JPEG
     assert legend[height + 2 :].mean() > 150  # a white strip with dark text and swatches
+    capsys.readouterr()
+    assert main(["predict", photos[0], "--model", keras_path, "--out", str(tmp_path / "voc"), "--dataset", "voc"]) == 1
+    assert "the model has 5 classes, dataset voc has 21" in capsys.readouterr().err
+    assert not (tmp_path / "voc" / "photo0.png").exists()
+    palette = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0), (0, 250, 250)]
+    five = make_descriptor("five", ["sky", "sea", "sand", "sun", "boat"], palette=palette)
+    predictor = load_predictor(keras_path)
+    [(mask_path, _)] = predict_files(photos[:1], predictor, tmp_path / "five", dataset=five)
+    assert Image.open(mask_path).getpalette()[:15] == [value for color in palette for value in color]

@@ -334,7 +334,7 @@ def test_serve_with_crf_answers_the_crf_class_maps(tmp_path_factory):
     keras_path, base_path = export_tiny_model(tmp_path_factory)
     model = load_model(keras_path)
     api = RestApi(base_path, "deeplab", crf={"iterations": 2})
-    with pytest.raises(ValueError, match="the model has 5 classes, dataset voc 21"):  # serve --dataset voc
+    with pytest.raises(ValueError, match="the model has 5 classes, dataset voc has 21"):  # serve --dataset voc
         RestApi(base_path, "deeplab", dataset=VOC)
     images = [random_image(*size, seed=index) for index, size in enumerate(ODD_SIZES)]
     payload = {"instances": [b64(encode(image)) for image in images]}
