@@ -113,10 +113,11 @@ def _iou_figure(scored: dict[str, Any], descriptor: DatasetDescriptor):
     axes.barh(positions, values, color=[_rgb(color) for color in descriptor.palette], edgecolor="black", linewidth=0.5)
     for position, iou in zip(positions, scored["per_class_iou"], strict=True):
         label = "absent" if iou is None else f"{100 * iou:.1f}"
-        axes.text(min(100 * (iou or 0), 88) + 1, position, label, va="center", fontsize=8)
+        axes.text(100 * (iou or 0) + 1, position, label, va="center", fontsize=8)  # past the bar: room up to 100
     axes.set_yticks(positions, names, fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlim(0, 100)
+    axes.set_xlim(0, 112)
+    axes.set_xticks(range(0, 101, 20))
     axes.set_xlabel("IoU (%)")
     axes.set_title(f"Per-class IoU; mIoU {100 * scored['miou']:.2f}%")
     return figure
