@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import pytest
 
 PACKAGES = ("chromium", "chromium-driver")
+PACKAGE_LIST = " ".join(PACKAGES)
 INSTALL_LOCK = os.path.join(tempfile.gettempdir(), "keras_deeplab_chromium_install.lock")
 INSTALL_TIMEOUT_S = 900
 FLAGS = (
@@ -49,12 +50,14 @@ def _apt_get(*arguments: str) -> subprocess.CompletedProcess:
 
 
 def chromium_paths() -> tuple[str, str]:
-    """(chromium, chromedriver): found, or installed from Debian's packages; pytest.skip with the reason otherwise."""
+    """(chromium, chromedriver): found, or installed from Debian's packages; pytest.skip with the reason otherwise
+    (selenium, which drives them, missing included)."""
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])")
     found = _found()
     if found:
         return found
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip(f"headless Chromium is not installed and cannot be here (needs root and apt-get): {PACKAGES}")
+        pytest.skip(f"headless Chromium is not installed and cannot be here (needs root and apt-get): {PACKAGE_LIST}")
     with open(INSTALL_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         found = _found()  # another worker may have installed it meanwhile
@@ -66,19 +69,20 @@ def chromium_paths() -> tuple[str, str]:
                 _apt_get("update")
                 install = _apt_get("install", "-y", "--no-install-recommends", *PACKAGES)
         except (OSError, subprocess.TimeoutExpired) as error:
-            pytest.skip(f"apt-get install {' '.join(PACKAGES)} did not finish: {error}")
+            pytest.skip(f"apt-get install {PACKAGE_LIST} did not finish: {error}")
     found = _found()
     if not found:
         last = (install.stderr or install.stdout).strip().splitlines()[-1:] or ["no output"]
-        pytest.skip(f"apt-get install {' '.join(PACKAGES)} failed (exit {install.returncode}): {last[0]}")
+        pytest.skip(f"apt-get install {PACKAGE_LIST} failed (exit {install.returncode}): {last[0]}")
     return found
 
 
 @contextmanager
 def headless_chromium(width: int = 1280, height: int = 900) -> Iterator:
     """A Selenium WebDriver of headless Chromium in a fresh profile, quit on exit."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])")
     browser, driver = chromium_paths()
+    from selenium import webdriver
+
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         options = webdriver.ChromeOptions()
         options.binary_location = browser

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pytest
-from browser import headless_chromium
+from browser import chromium_paths, headless_chromium
 from PIL import Image
 from serving_models import b64, call, running_serve, shared_path
 
@@ -36,6 +36,7 @@ def export_published(path: str) -> None:
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
     """Root URL of `serve --crf` of the published VOC model (imported, exported once per test run)."""
+    chromium_paths()  # found, installed, or the test skipped with the reason, before the model is exported
     base_path = shared_path(tmp_path_factory, "export_published", export_published)
     with running_serve(
         base_path, "--crf", "--max-pixels", str(MAX_PIXELS), "--max-body-mb", str(MAX_BODY_MB), "--quiet"
