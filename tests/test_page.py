@@ -16,8 +16,8 @@ from browser import chromium_paths, headless_chromium
 from PIL import Image
 from serving_models import b64, call, running_serve, shared_path
 
-from keras_deeplab.demo import PUBLISHED_MODEL
 from keras_deeplab.descriptors import VOC
+from keras_deeplab.files import PUBLISHED_MODEL
 from keras_deeplab.visualize import class_shares, format_share, overlay
 
 PHOTO = "voc2012_sample/JPEGImages/2007_000032.jpg"  # aeroplanes and people on an airfield, 500 x 281
