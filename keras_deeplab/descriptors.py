@@ -3,8 +3,9 @@
 Like deeplab2's `DatasetDescriptor`. Pure Python and NumPy (no TensorFlow, no Keras), so every layer can read
 it: the readers take their label maps from it, sources carry it, overlays and TensorBoard images take its
 colours. `descriptor_for(name)` gives a known dataset's descriptor, `descriptor_for_num_classes(n)` the colours
-for a model whose dataset is unknown, and `make_descriptor` one for a dataset whose classes are known only
-when it is opened (a folder's classes.txt, TFRecord metadata, the synthetic set).
+for a model whose dataset is unknown (`model_descriptor` checks a chosen one against the model), and
+`make_descriptor` one for a dataset whose classes are known only when it is opened (a folder's classes.txt,
+TFRecord metadata, the synthetic set).
 """
 
 from __future__ import annotations
@@ -318,3 +319,15 @@ def descriptor_for_num_classes(num_classes: int) -> DatasetDescriptor:
         raise ValueError(f"class maps of {num_classes} classes cannot be coloured (1..255 classes)")
     names = tuple(f"class_{index}" for index in range(num_classes))
     return make_descriptor(f"{num_classes}_classes", names, background=0)
+
+
+def model_descriptor(model: str, num_classes: int, dataset: DatasetDescriptor | None = None) -> DatasetDescriptor:
+    """The class names and colours for `model` (named in the error) of `num_classes` classes: `dataset` when given
+    (a command's --dataset; ValueError unless it has as many classes), else `descriptor_for_num_classes`."""
+    if dataset is None:
+        return descriptor_for_num_classes(num_classes)
+    if dataset.num_classes != num_classes:
+        raise ValueError(
+            f"{model}: the model has {num_classes} classes, dataset {dataset.name} has {dataset.num_classes}"
+        )
+    return dataset

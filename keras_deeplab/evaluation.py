@@ -7,6 +7,7 @@ over the requested scales and horizontal flips (`inference.class_probabilities`,
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from keras_deeplab.crf import dense_crf
 from keras_deeplab.inference import class_probabilities
 from keras_deeplab.loading import load_model
 from keras_deeplab.metrics import MeanIoU
+from keras_deeplab.report import ReportCollector, require_matplotlib, write_report
 from keras_deeplab.scales import check_scales
 from keras_deeplab.trimap import TrimapMeanIoU
 from pipelines.datasets import evaluation_dataset
@@ -35,6 +37,7 @@ def evaluate_model(
     progress: bool = False,
     crf: Mapping[str, float] | None = None,
     trimap_widths: Sequence[int] = (),
+    report: ReportCollector | None = None,
 ) -> dict[str, Any]:
     """mIoU of `model` on every example of `source` (a pipelines source), at full resolution.
 
@@ -43,15 +46,18 @@ def evaluate_model(
     {width: {'miou', 'pixel_accuracy', 'per_class_iou', 'pixels'}} within that many pixels of the label
     boundaries. With `crf` (keyword arguments of `crf.dense_crf`; {} for its defaults), the same again after the
     fully connected CRF under 'crf', with its 'parameters' and 'seconds_per_image'. Raises ValueError before
-    predicting anything when the source is empty or its classes differ from the model's.
+    predicting anything when the source is empty or its classes differ from the model's. `report` is given
+    each example's name, image, labels and the model's class map (before any CRF).
     """
     num_classes = _check_source(model, source)
     variants = ["model"] if crf is None else ["model", "crf"]
     metrics = {variant: MeanIoU(num_classes) for variant in variants}
     bands = {variant: TrimapMeanIoU(num_classes, trimap_widths) for variant in variants} if trimap_widths else {}
     crf_seconds, examples = 0.0, 0
-    for image, mask, probabilities in predictions(model, source, scales, flip, max_examples, progress):
+    for image, mask, probabilities, name in named_predictions(model, source, scales, flip, max_examples, progress):
         class_ids = {"model": probabilities.argmax(-1)}
+        if report is not None:
+            report.add(name, image, mask, class_ids["model"])
         if crf is not None:
             started = time.perf_counter()
             class_ids["crf"] = dense_crf(image, probabilities, **crf).argmax(-1)
@@ -118,6 +124,19 @@ def predictions(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(image uint8 (H, W, 3), mask (H, W), class probabilities float32 (H, W, C)) of each example of `source`
     in order, at full resolution, averaged over `scales` and flips (`inference.class_probabilities`)."""
+    for image, mask, probabilities, _ in named_predictions(model, source, scales, flip, max_examples, progress):
+        yield image, mask, probabilities
+
+
+def named_predictions(
+    model: keras.Model,
+    source,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    max_examples: int | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
+    """`predictions`, each with the example's name."""
     scales = check_scales(scales)
     total = len(source) if max_examples is None else min(len(source), max_examples)
 
@@ -129,9 +148,9 @@ def predictions(
         return class_probabilities(predict_logits, images, scales=scales, flip=flip)
 
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
-    for index, (image, mask, _) in enumerate(evaluation_dataset(source).take(total), start=1):
+    for index, (image, mask, name) in enumerate(evaluation_dataset(source).take(total), start=1):
         probabilities = predict_probabilities(image)[0].numpy()
-        yield image[0].numpy().astype(np.uint8), mask[0].numpy(), probabilities
+        yield image[0].numpy().astype(np.uint8), mask[0].numpy(), probabilities, name.numpy().decode("utf-8")
         if bar is not None:
             bar.update(index)
 
@@ -160,13 +179,18 @@ def evaluate(
     progress: bool = False,
     crf: Mapping[str, float] | None = None,
     trimap_widths: Sequence[int] = (),
+    report_dir: str | None = None,
     **source_options: Any,
 ) -> dict[str, Any]:
     """Open the split, load the model (`load_model`: a .keras file, a run folder or a published file, at
-    `output_stride` and in `precision`), and `evaluate_model`."""
+    `output_stride` and in `precision`), and `evaluate_model`. `report_dir`: also write the report of
+    keras_deeplab.report there (its page's path under 'report')."""
+    if report_dir is not None:
+        require_matplotlib()  # before anything is predicted
     source = open_source(format, root, split, **source_options)
     model = load_model(model_path, output_stride, precision)
-    return evaluate_model(
+    report = None if report_dir is None else ReportCollector(source.descriptor)
+    results = evaluate_model(
         model,
         source,
         scales=scales,
@@ -175,7 +199,11 @@ def evaluate(
         progress=progress,
         crf=crf,
         trimap_widths=trimap_widths,
+        report=report,
     )
+    if report is not None:
+        results["report"] = write_report(report_dir, report, f"{os.path.basename(model_path)} on {source.name}")
+    return results
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """`keras-deeplab predict`: class maps of image files from a .keras file, a SavedModel folder or a .tflite file.
 
 For each image it writes `DIR/<stem>.png`, a palette PNG (VOC colour map) whose pixel indices are the class
-ids at the image's own size, and `DIR/<stem>_overlay.jpg`. Images are decoded as the exported graph decodes
+ids at the image's own size, and `DIR/<stem>_overlay.jpg` with a legend strip below it (the classes present, their
+colours and shares of the pixels). Images are decoded as the exported graph decodes
 them (`tf.io.decode_image`, RGB), so `predict`, `serve` and TF Serving see the same pixels; the header is read
 first (format and size, refused over the pixel limit before decoding), and the EXIF orientation is applied, so
 masks and overlays match the photo as it is displayed.
@@ -18,11 +19,11 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_deeplab.crf import dense_crf
-from keras_deeplab.descriptors import descriptor_for_num_classes
+from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from keras_deeplab.files import make_folder
 from keras_deeplab.inference import PredictLogits, class_probabilities
 from keras_deeplab.loading import is_run_folder, load_model
-from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png
+from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png, with_legend
 from pipelines.decode import ACCEPTED_IMAGE_FORMATS, apply_orientation, read_image_header
 from serving.export import tf_error_message
 from serving.settings import DEFAULT_MAX_PIXELS, model_versions
@@ -80,16 +81,24 @@ def write_outputs(
     image: np.ndarray,
     class_map: np.ndarray,
     palette: Palette = None,
+    legend: bool = True,
 ) -> tuple[str, str]:
     """Write `<stem>.png` (palette PNG of `class_map`) and `<stem>_overlay.jpg` into `out_dir`; return both paths.
 
     `palette`: the dataset's descriptor (or an array of colours; see keras_deeplab.visualize), default VOC's.
+    `legend`: the overlay carries a strip below it naming the classes present, their colours and shares
+    (`visualize.legend_strip`; class names from the descriptor, so an array palette takes `legend=False`).
     """
+    if legend and not (palette is None or isinstance(palette, DatasetDescriptor)):
+        raise ValueError("an overlay's legend names classes from a dataset descriptor; pass one, or legend=False")
     stem = os.path.splitext(os.path.basename(os.fspath(image_path)))[0]
     mask_path = os.path.join(out_dir, f"{stem}.png")
     overlay_path = os.path.join(out_dir, f"{stem}_overlay.jpg")
     save_palette_png(mask_path, class_map, palette)
-    blended = Image.fromarray(overlay(image, class_map, OVERLAY_ALPHA, palette))
+    blended = overlay(image, class_map, OVERLAY_ALPHA, palette)
+    if legend:
+        blended = with_legend(blended, class_map, palette)
+    blended = Image.fromarray(blended)
     save_image_atomically(blended, overlay_path, format="JPEG", quality=OVERLAY_JPEG_QUALITY)
     return mask_path, overlay_path
 
@@ -148,12 +157,17 @@ def predict_files(
     flip: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     crf: Mapping[str, float] | None = None,
+    legend: bool = True,
+    dataset: DatasetDescriptor | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Predict each image (class probabilities averaged over `scales` and flips), write its two files, and
-    yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the colours of the dataset that
-    the model's number of classes names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K, else VOC).
+    yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the class names and colours of
+    `dataset`, which must have the model's number of classes (checked on the first image, before anything is
+    written), else of the dataset that number names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K,
+    21 VOC, other numbers "class_N" in VOC's colours).
     An image over `max_pixels` (height x width, from its header) is refused before it is decoded.
-    `crf`: refine the probabilities with the fully connected CRF (`crf.dense_crf` keywords; {} for its defaults)."""
+    `crf`: refine the probabilities with the fully connected CRF (`crf.dense_crf` keywords; {} for its defaults).
+    `legend`: overlays carry the legend strip of `write_outputs`."""
     if predictor.fixed_input_size is not None and tuple(scales) != (1.0,):
         raise ValueError(
             f"{predictor.description} has one input size, so --scales cannot change what it sees; "
@@ -166,4 +180,5 @@ def predict_files(
         if crf is not None:
             probabilities = dense_crf(image, probabilities, **crf)
         class_map = probabilities.argmax(-1)
-        yield write_outputs(out_dir, image_path, image, class_map, descriptor_for_num_classes(probabilities.shape[-1]))
+        descriptor = model_descriptor(predictor.description, probabilities.shape[-1], dataset)
+        yield write_outputs(out_dir, image_path, image, class_map, descriptor, legend)

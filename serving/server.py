@@ -9,6 +9,9 @@ Where TF Serving (the `Dockerfile`) cannot run, this serves the same export fold
   the signature definitions.
 - Errors: `{"error": "..."}` with TF Serving's HTTP status for the error's kind (400 bad argument, 404 unknown
   model or version, 413 body too large, 500 internal).
+- `GET /`: a page to try the model in a browser (serving/page.py), which uses the API above.
+
+With `--crf`, a predict request may carry `"crf": false` for the network's own class maps (the page's CRF switch).
 
 It binds 127.0.0.1 unless told otherwise and bounds what one request can cost before decoding anything: a body
 size limit, a number of instances, a pixel limit per image and a pixel budget per request (sizes read from the
@@ -22,6 +25,7 @@ without a socket.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -37,8 +41,10 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_deeplab.crf import dense_crf
+from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from pipelines.decode import PixelLimitError, read_image_header
 from serving.export import tf_error_message
+from serving.page import CONTENT_SECURITY_POLICY, PAGE_PATHS, page_html
 from serving.predict import decode_photo
 from serving.rest_json import RestError, inputs_to_arrays, instances_to_arrays, outputs_to_json
 from serving.settings import (
@@ -92,6 +98,16 @@ class ServedVersion:
             saved_model.ParseFromString(file.read())
         self.signature_defs = saved_model.meta_graphs[0].signature_def
 
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes of a keras-deeplab export (its `logits` function's channels), else None."""
+        logits = getattr(self.loaded, "logits", None)
+        functions = getattr(logits, "concrete_functions", None)
+        if not functions:
+            return None
+        channels = functions[0].structured_outputs.shape[-1]
+        return None if channels is None else int(channels)
+
     def signature(self, name: str) -> Callable[..., dict[str, tf.Tensor]]:
         function = self.loaded.signatures.get(name or SERVING_SIGNATURE)
         if function is None:
@@ -122,13 +138,16 @@ class RestApi:
         max_instances: int = DEFAULT_MAX_INSTANCES,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         crf: Mapping[str, float] | None = None,
+        dataset: DatasetDescriptor | None = None,
     ) -> None:
         """Load the `num_versions` highest versions under `base_path` (TF Serving's default policy: 1).
 
         Limits, checked before decoding: `max_pixels` per image (height x width), `max_request_pixels` for all
         the images of one request together, `max_instances` images per request; `max_concurrent` predictions
         run at once. `crf` (keywords of `crf.dense_crf`; {} for its defaults): every class map of the encoded-image
-        signature is the fully connected CRF's, which TF Serving itself cannot give (it is not a TensorFlow op)."""
+        signature is the fully connected CRF's, which TF Serving itself cannot give (it is not a TensorFlow op); a
+        request's `"crf": false` asks for the network's own. `dataset`: the classes' names and colours for the page
+        (default: the likeliest for the model's number of classes, `descriptor_for_num_classes`)."""
         base_path = os.fspath(base_path)
         versions = model_versions(base_path)
         if not versions:
@@ -143,6 +162,8 @@ class RestApi:
         self.max_instances = max_instances
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self.crf = None if crf is None else dict(crf)
+        num_classes = self.versions[max(self.versions)].num_classes
+        self.descriptor = dataset if num_classes is None else model_descriptor(base_path, num_classes, dataset)
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer one request: (HTTP status, JSON object). Never raises for a bad request."""
@@ -204,6 +225,11 @@ class RestApi:
         signature_name = request.get("signature_name", "")
         if not isinstance(signature_name, str):
             raise RestError(400, "'signature_name' key must be a string value.")
+        use_crf = request.get("crf", self.crf is not None)
+        if not isinstance(use_crf, bool):
+            raise RestError(400, "'crf' key must be true or false")
+        if use_crf and self.crf is None:
+            raise RestError(400, "this server does not refine class maps with the CRF (start it with serve --crf)")
         function = served.signature(signature_name)
         specs = function.structured_input_signature[1]
         row_format = "instances" in request
@@ -229,7 +255,7 @@ class RestApi:
                 raise RestError(400, f"input {name}: shape {tensors[name].shape} does not match {specs[name].shape}")
         with self._slots:
             outputs = {name: np.array(tensor) for name, tensor in function(**tensors).items()}
-            if self.crf is not None:
+            if use_crf:
                 self._refine_with_crf(served, arrays, specs, outputs)
         return outputs_to_json(outputs, row_format)
 
@@ -304,14 +330,30 @@ def make_http_server(
     access_log: bool = True,
     timeout_s: float = 60.0,
 ) -> ThreadingHTTPServer:
-    """A threaded HTTP server answering with `api` (port 0: any free port; see `server_address`)."""
+    """A threaded HTTP server answering with `api` (port 0: any free port; see `server_address`), and with the
+    page of serving/page.py at `GET /` (made at the first request for it)."""
+
+    @functools.cache
+    def page() -> bytes:
+        return page_html(
+            api.name,
+            api.descriptor,
+            max_pixels=api.max_pixels,
+            max_request_pixels=api.max_request_pixels,
+            max_body_bytes=max_body_bytes,
+            crf=api.crf is not None,
+        )
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = timeout_s  # a client that stops sending loses its connection, not a thread forever
 
         def do_GET(self) -> None:
-            self._answer(*api.handle("GET", self.path, b""))
+            if self.path.split("?", 1)[0] in PAGE_PATHS:
+                headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"}
+                self._send(200, page(), "text/html; charset=utf-8", headers)
+            else:
+                self._answer(*api.handle("GET", self.path, b""))
 
         def do_POST(self) -> None:
             length = self.headers.get("Content-Length")
@@ -367,12 +409,15 @@ def make_http_server(
                 self.wfile.write(body)
 
         def _answer(self, status: int, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode("utf-8")
+            headers = {"Allow": ", ".join(HTTP_METHODS)} if status == 405 else {}
+            self._send(status, json.dumps(payload).encode("utf-8"), "application/json", headers)
+
+        def _send(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            if status == 405:
-                self.send_header("Allow", ", ".join(HTTP_METHODS))
+            for name, value in headers.items():
+                self.send_header(name, value)
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import fcntl
 import io
+import json
 import os
-from collections.abc import Callable
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
@@ -58,6 +69,31 @@ def export_tiny_model(tmp_path_factory) -> tuple[str, str]:
     return keras_path, base_path
 
 
+@contextlib.contextmanager
+def running_serve(base_path: str, *options: str, name: str = "deeplab") -> Iterator[str]:
+    """The root URL of `keras-deeplab serve base_path --name name --port 0 *options` on a free loopback port, in
+    its own process (as users run it; the tests' per-test Keras session reset would slow an in-process server),
+    ended on exit."""
+    command = [sys.executable, "-m", "keras_deeplab.cli", "serve", base_path, "--name", name, "--port", "0", *options]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    deadline, url, seen = time.monotonic() + 120, None, []
+    while url is None and time.monotonic() < deadline and process.poll() is None:
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            continue
+        match = re.search(rf"at (http://[\d.]+:\d+)/v1/models/{re.escape(name)}", seen[-1])
+        url = match and match.group(1)
+    try:
+        assert url, f"serve did not start: {''.join(seen)[-2000:]}"
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """RGB uint8 (height, width, 3) uniform noise."""
     rng = np.random.default_rng(seed)
@@ -73,3 +109,19 @@ def encode(image: np.ndarray, format: str = "PNG") -> bytes:
 def keras_class_map(model: keras.Model, image: np.ndarray) -> np.ndarray:
     """Argmax class ids (H, W) of the Keras model on one RGB image at its own size."""
     return np.argmax(model(image[np.newaxis].astype("float32"), training=False).numpy()[0], axis=-1)
+
+
+def call(url, payload=None, data=None):
+    """(HTTP status, decoded JSON body) of a GET (no payload) or a POST."""
+    if payload is not None:
+        data = json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def b64(data):
+    return {"b64": base64.b64encode(data).decode()}

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from keras_deeplab import MeanIoU, build_model, cli
 from keras_deeplab.confusion import confusion_matrix, scores
@@ -13,6 +14,7 @@ from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import make_descriptor
 from keras_deeplab.evaluation import crf_grid_search, evaluate_model, format_table, predictions
 from keras_deeplab.inference import class_probabilities
+from keras_deeplab.report import ReportCollector, write_report
 from keras_deeplab.trimap import band_mask
 from pipelines import ArraySource, synthetic_source
 
@@ -156,3 +158,51 @@ def test_evaluate_command_with_crf_and_trimap(model, tmp_path, capsys):
         cli.main([*argv[:9], "--crf-param", "sigma=3"])
     assert usage_error.value.code == 2
     assert "NAME one of iterations, bi_w" in capsys.readouterr().err
+
+
+def test_report_keeps_the_worst_images_and_adds_up_the_confusion():
+    descriptor = make_descriptor("abc", ["background", "b", "c"])
+    report = ReportCollector(descriptor, worst=2)
+    mask = np.array([[0, 1], [2, 255]], np.uint8)
+    image = np.zeros((2, 2, 3), np.uint8)
+    answers = {"right": mask % 255, "one_wrong": np.array([[0, 1], [1, 0]]), "all_wrong": np.array([[1, 2], [0, 0]])}
+    for name, prediction in answers.items():
+        report.add(name, image, mask, prediction)
+    expected = sum(confusion_matrix(mask, prediction, 3) for prediction in answers.values())
+    np.testing.assert_array_equal(report.confusion, expected)
+    assert report.images == 3
+    worst = report.worst_images()
+    assert [example["name"] for example in worst] == ["all_wrong", "one_wrong"]
+    assert [example["miou"] for example in worst] == [0.0, pytest.approx((1 + 0.5 + 0) / 3)]
+    np.testing.assert_array_equal(worst[0]["prediction"], answers["all_wrong"])
+
+
+def test_evaluate_report_writes_charts_worst_images_and_an_index(model, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the report extra (matplotlib) is not installed")
+    source = odd_sized_source()
+    report = ReportCollector(source.descriptor, worst=2)
+    results = evaluate_model(model, source, report=report)
+    assert scores(report.confusion)["per_class_iou"] == pytest.approx(results["per_class_iou"], abs=1e-9)
+    page = write_report(tmp_path / "report", report, "tiny on odd")
+    html = (tmp_path / "report" / "index.html").read_text()
+    worst = report.worst_images()
+    assert len(worst) == 2 and worst[0]["miou"] <= worst[1]["miou"]
+    files = [
+        "per_class_iou.png",
+        "confusion.png",
+        *(f"worst_{rank}_{example['name']}.png" for rank, example in enumerate(worst, start=1)),
+    ]
+    for name in files:
+        assert f'src="{name}"' in html
+        picture = Image.open(tmp_path / "report" / name)
+        assert picture.format == "PNG" and min(picture.size) >= 200
+    assert page == str(tmp_path / "report" / "index.html")
+    assert f"mIoU <b>{100 * results['miou']:.2f}%</b>" in html and "<td>" in html
+    assert sorted(path.name for path in (tmp_path / "report").iterdir()) == sorted([*files, "index.html"])
+    model.save(tmp_path / "model.keras")  # and from the command line
+    argv = ["evaluate", "--model", str(tmp_path / "model.keras"), "--format", "synthetic", "--split", "val"]
+    assert cli.main([*argv, "--max-examples", "2", "--report", str(tmp_path / "cli")]) == 0
+    assert f"report: {tmp_path / 'cli' / 'index.html'}" in capsys.readouterr().out
+    assert len(list((tmp_path / "cli").glob("worst_*.png"))) == 2
+    assert cli.main([*argv, "--crf-search", "--report", str(tmp_path / "no")]) == 1
+    assert "--report draws an evaluation; it does not apply to --crf-search" in capsys.readouterr().err

@@ -8,9 +8,10 @@ from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map
 
 from keras_deeplab.cli import main
 from keras_deeplab.crf import dense_crf
-from keras_deeplab.descriptors import VOC_COLORMAP
+from keras_deeplab.descriptors import VOC, VOC_COLORMAP, make_descriptor
 from keras_deeplab.inference import class_probabilities, predict_class_map
 from keras_deeplab.loading import load_model
+from keras_deeplab.visualize import class_shares, format_share, legend_strip, with_legend
 from serving.predict import load_predictor, predict_files
 
 
@@ -40,7 +41,7 @@ def test_keras_model_writes_palette_png_and_overlay(tmp_path, tmp_path_factory, 
         image = random_image(*size, seed=index)
         np.testing.assert_array_equal(np.array(mask), keras_class_map(model, image))
         overlay = Image.open(out / f"photo{index}_overlay.jpg")
-        assert overlay.format == "JPEG" and overlay.size == size[::-1]
+        assert overlay.format == "JPEG" and overlay.width == size[1] and overlay.height > size[0]  # + legend
     assert "photo1_overlay.jpg" in capsys.readouterr().out
 
 
@@ -128,3 +129,44 @@ def test_crf_refines_the_probabilities_before_the_argmax(tmp_path, tmp_path_fact
     probabilities = class_probabilities(model, tf.constant(image[None], tf.float32))[0].numpy()
     expected = dense_crf(image, probabilities, iterations=2).argmax(-1)
     np.testing.assert_array_equal(_mask(tmp_path / "crf" / "photo0.png"), expected)
+
+
+def test_legend_names_each_class_present_with_its_colour_and_share():
+    mask = np.zeros((40, 400), np.uint8)
+    mask[:, :100] = 15  # person
+    mask[:10, 100:104] = 255  # ignored: not counted
+    mask[0, 399] = 3  # a trace of bird
+    counted = 40 * 400 - 40
+    assert class_shares(mask) == [(0, (counted - 4001) / counted), (15, 4000 / counted), (3, 1 / counted)]
+    assert [format_share(share) for _, share in class_shares(mask)] == ["74.9%", "25.1%", "<0.1%"]
+    strip = legend_strip(mask, 400)
+    assert strip.dtype == np.uint8 and strip.shape[1:] == (400, 3) and 10 < strip.shape[0] < 60  # one row
+    colours = set(map(tuple, strip.reshape(-1, 3).tolist()))
+    assert {VOC.palette[15], VOC.palette[3]} <= colours and VOC.palette[1] not in colours
+    assert legend_strip(mask, 60).shape[0] > 2 * strip.shape[0]  # a narrow picture: one entry per row
+    picture = np.full((40, 400, 3), 7, np.uint8)
+    np.testing.assert_array_equal(with_legend(picture, mask)[:40], picture)
+    with pytest.raises(ValueError, match=r"class ids must be in 0\.\.20, got 30\.\.30"):
+        class_shares(np.array([[30]]))
+
+
+def test_predict_overlays_carry_the_legend_unless_no_legend(tmp_path, tmp_path_factory, photos, capsys):
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    assert main(["predict", photos[0], "--model", keras_path, "--out", str(tmp_path / "legend")]) == 0
+    assert main(["predict", photos[0], "--model", keras_path, "--out", str(tmp_path / "bare"), "--no-legend"]) == 0
+    height, width = ODD_SIZES[0]
+    bare = np.array(Image.open(tmp_path / "bare" / "photo0_overlay.jpg"), np.int64)
+    legend = np.array(Image.open(tmp_path / "legend" / "photo0_overlay.jpg"), np.int64)
+    assert bare.shape == (height, width, 3)
+    assert legend.shape[0] > height and legend.shape[1:] == (width, 3)
+    assert np.abs(legend[:height] - bare).mean() < 4  # the same overlay above the strip, up to JPEG
+    assert legend[height + 2 :].mean() > 150  # a white strip with dark text and swatches
+    capsys.readouterr()
+    assert main(["predict", photos[0], "--model", keras_path, "--out", str(tmp_path / "voc"), "--dataset", "voc"]) == 1
+    assert "the model has 5 classes, dataset voc has 21" in capsys.readouterr().err
+    assert not (tmp_path / "voc" / "photo0.png").exists()
+    palette = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0), (0, 250, 250)]
+    five = make_descriptor("five", ["sky", "sea", "sand", "sun", "boat"], palette=palette)
+    predictor = load_predictor(keras_path)
+    [(mask_path, _)] = predict_files(photos[:1], predictor, tmp_path / "five", dataset=five)
+    assert Image.open(mask_path).getpalette()[:15] == [value for color in palette for value in color]

@@ -3,25 +3,22 @@
 import base64
 import io
 import json
-import queue
 import re
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from serving_models import ODD_SIZES, encode, export_tiny_model, keras_class_map, random_image
+from serving_models import ODD_SIZES, b64, call, encode, export_tiny_model, keras_class_map, random_image, running_serve
 
 from keras_deeplab.cli import main
 from keras_deeplab.crf import dense_crf
+from keras_deeplab.descriptors import VOC
 from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
 from serving.rest_json import outputs_to_json
@@ -35,45 +32,12 @@ MAX_BODY_BYTES = 200_000
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(server root URL, Keras model) of `keras-deeplab serve` on a free loopback port, in its own process
-    (as users run it; the tests' per-test Keras session reset would slow an in-process server)."""
+    """(server root URL, Keras model) of `keras-deeplab serve` of the tiny model (serving_models.running_serve)."""
     keras_path, base_path = export_tiny_model(tmp_path_factory)
-    command = [sys.executable, "-m", "keras_deeplab.cli", "serve", base_path, "--name", "deeplab", "--port", "0"]
-    command += ["--max-pixels", str(MAX_PIXELS), "--max-body-mb", str(MAX_BODY_BYTES / 2**20), "--quiet"]
-    command += ["--max-request-pixels", str(MAX_REQUEST_PIXELS), "--max-instances", str(MAX_INSTANCES)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-    deadline, url, seen = time.monotonic() + 120, None, []
-    while url is None and time.monotonic() < deadline and process.poll() is None:
-        try:
-            seen.append(lines.get(timeout=1))
-        except queue.Empty:
-            continue
-        match = re.search(r"at (http://[\d.]+:\d+)/v1/models/deeplab", seen[-1])
-        url = match and match.group(1)
-    try:
-        assert url, f"serve did not start: {''.join(seen)[-2000:]}"
+    options = ["--max-pixels", str(MAX_PIXELS), "--max-body-mb", str(MAX_BODY_BYTES / 2**20), "--quiet"]
+    options += ["--max-request-pixels", str(MAX_REQUEST_PIXELS), "--max-instances", str(MAX_INSTANCES)]
+    with running_serve(base_path, *options) as url:
         yield url, load_model(keras_path)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def call(url, payload=None, data=None):
-    """(HTTP status, decoded JSON body) of a GET (no payload) or a POST."""
-    if payload is not None:
-        data = json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def b64(data):
-    return {"b64": base64.b64encode(data).decode()}
 
 
 def test_binds_loopback_by_default(served):
@@ -230,15 +194,20 @@ def test_client_round_trip_equals_direct_prediction(served, tmp_path, tmp_path_f
         path = tmp_path / f"photo{index}.{'png' if index else 'jpg'}"
         path.write_bytes(encode(random_image(*size, seed=index), "PNG" if index else "JPEG"))
         paths.append(str(path))
-    for columnar in ([], ["--columnar"]):
-        served_dir, direct_dir = tmp_path / f"served{len(columnar)}", tmp_path / "direct"
-        assert main(["client", *paths, "--url", url, "--name", "deeplab", "--out", str(served_dir), *columnar]) == 0
+    for options in ([], ["--columnar", "--no-legend"]):
+        served_dir, direct_dir = tmp_path / f"served{len(options)}", tmp_path / "direct"
+        assert main(["client", *paths, "--url", url, "--name", "deeplab", "--out", str(served_dir), *options]) == 0
         assert main(["predict", *paths, "--model", keras_path, "--out", str(direct_dir)]) == 0
         for index in range(2):
             served_mask = Image.open(served_dir / f"photo{index}.png")
             assert served_mask.mode == "P" and served_mask.size == ODD_SIZES[index][::-1]
             np.testing.assert_array_equal(np.array(served_mask), np.array(Image.open(direct_dir / f"photo{index}.png")))
-            assert Image.open(served_dir / f"photo{index}_overlay.jpg").size == ODD_SIZES[index][::-1]
+            width, height = Image.open(served_dir / f"photo{index}_overlay.jpg").size
+            assert width == ODD_SIZES[index][1]
+            if options:  # the bare overlay; else the legend strip below it
+                assert height == ODD_SIZES[index][0]
+            else:
+                assert height > ODD_SIZES[index][0]
     capsys.readouterr()
 
 
@@ -315,8 +284,8 @@ def test_exif_orientation_is_applied_by_the_server_and_the_client(served, tmp_pa
     photo = tmp_path / "phone.jpg"
     photo.write_bytes(jpeg)
     keras_path, _ = export_tiny_model(tmp_path_factory)
-    assert main(["client", str(photo), "--url", url, "--name", "deeplab", "--out", str(tmp_path / "c")]) == 0
-    assert main(["predict", str(photo), "--model", keras_path, "--out", str(tmp_path / "p")]) == 0
+    assert main(["client", str(photo), "--url", url, "--out", str(tmp_path / "c"), "--no-legend"]) == 0
+    assert main(["predict", str(photo), "--model", keras_path, "--out", str(tmp_path / "p"), "--no-legend"]) == 0
     for folder in ("c", "p"):
         np.testing.assert_array_equal(np.array(Image.open(tmp_path / folder / "phone.png")), expected)
         assert Image.open(tmp_path / folder / "phone_overlay.jpg").size == (29, 47)
@@ -365,6 +334,8 @@ def test_serve_with_crf_answers_the_crf_class_maps(tmp_path_factory):
     keras_path, base_path = export_tiny_model(tmp_path_factory)
     model = load_model(keras_path)
     api = RestApi(base_path, "deeplab", crf={"iterations": 2})
+    with pytest.raises(ValueError, match="the model has 5 classes, dataset voc has 21"):  # serve --dataset voc
+        RestApi(base_path, "deeplab", dataset=VOC)
     images = [random_image(*size, seed=index) for index, size in enumerate(ODD_SIZES)]
     payload = {"instances": [b64(encode(image)) for image in images]}
     status, answer = api.handle("POST", "/v1/models/deeplab:predict", json.dumps(payload).encode())
@@ -376,3 +347,44 @@ def test_serve_with_crf_answers_the_crf_class_maps(tmp_path_factory):
         np.testing.assert_array_equal(np.array(prediction["class_map"])[:height, :width], expected)
         png = np.array(Image.open(io.BytesIO(base64.b64decode(prediction["class_map_png_bytes"]["b64"]))))
         np.testing.assert_array_equal(png, expected)
+    status, answer = api.handle("POST", "/v1/models/deeplab:predict", json.dumps({**payload, "crf": False}).encode())
+    assert status == 200, answer
+    for image, prediction in zip(images, answer["predictions"], strict=True):  # the page's CRF switch, off
+        height, width = image.shape[:2]
+        np.testing.assert_array_equal(np.array(prediction["class_map"])[:height, :width], keras_class_map(model, image))
+
+
+def test_crf_key_needs_a_crf_server_and_a_boolean(served):
+    url, model = served
+    image = random_image(*ODD_SIZES[0])
+    payload = {"instances": [b64(encode(image))]}
+    assert call(f"{url}/v1/models/deeplab:predict", {**payload, "crf": True}) == (
+        400,
+        {"error": "this server does not refine class maps with the CRF (start it with serve --crf)"},
+    )
+    assert call(f"{url}/v1/models/deeplab:predict", {**payload, "crf": "no"}) == (
+        400,
+        {"error": "'crf' key must be true or false"},
+    )
+    status, body = call(f"{url}/v1/models/deeplab:predict", {**payload, "crf": False})
+    assert status == 200
+    np.testing.assert_array_equal(np.array(body["predictions"][0]["class_map"]), keras_class_map(model, image))
+
+
+def test_page_at_root_is_self_contained_and_carries_the_servers_facts(served):
+    """GET / is the page (its behaviour in a browser: tests/test_page.py): HTML that loads nothing from elsewhere
+    (and a policy that forbids it), with the model's name, class names, limits and CRF state filled in."""
+    url, _ = served
+    with urllib.request.urlopen(f"{url}/", timeout=60) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        policy = response.headers["Content-Security-Policy"]
+        html = response.read().decode("utf-8")
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    assert not re.search(r"https?:|//[a-z]|@import|\burl\(", html, re.IGNORECASE), "the page refers to another site"
+    config = json.loads(re.search(r'<script id="config" type="application/json">(.*?)</script>', html).group(1))
+    assert config["model"] == "deeplab" and config["crf"] is False
+    assert config["maxPixels"] == MAX_PIXELS and config["maxBodyBytes"] == MAX_BODY_BYTES
+    assert [entry["name"] for entry in config["classes"]] == [f"class_{index}" for index in range(5)]
+    assert config["classes"][1]["color"] == [128, 0, 0] and config["background"] == 0
+    assert call(f"{url}/v1/models/deeplab")[0] == 200  # the API beside it is unchanged

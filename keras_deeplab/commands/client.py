@@ -28,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W (default %(default)s)"
     )
     parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg")
-    parser.add_argument("--dataset", default="voc", choices=sorted(DESCRIPTORS), help="colours of the pictures")
+    parser.add_argument(
+        "--dataset", default="voc", choices=sorted(DESCRIPTORS), help="class names and colours of the pictures"
+    )
+    parser.add_argument("--no-legend", action="store_true", help="overlays without the strip naming the classes")
     parser.set_defaults(run=run)
 
 
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
         )
         for path, (image, _), class_map in zip(paths, decoded, class_maps, strict=True):
-            mask_path, overlay_path = write_outputs(args.out, path, image, class_map, DESCRIPTORS[args.dataset])
+            mask_path, overlay_path = write_outputs(
+                args.out, path, image, class_map, DESCRIPTORS[args.dataset], legend=not args.no_legend
+            )
             print(f"{path}: {mask_path}, {overlay_path}")
     return 0

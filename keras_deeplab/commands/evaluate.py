@@ -56,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trimap", type=_widths, default=(), metavar="W1,W2", help="mIoU within N px of boundaries")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_progress_option(parser)
+    parser.add_argument("--report", metavar="DIR", help="also write charts and DIR/index.html (needs matplotlib)")
     parser.set_defaults(run=run)
 
 
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     progress = progress_bar_wanted(args) and not args.json
     crf = crf_settings(args)
     if args.crf_search or args.crf_grid:
+        if args.report:
+            raise ValueError("--report draws an evaluation; it does not apply to --crf-search")
         extension()  # before the model is loaded
         grid = dict(args.crf_grid) or constants.DENSE_CRF_SEARCH_GRID
         model = load_model(args.model, args.output_stride, args.precision)
@@ -100,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         crf=crf,
         trimap_widths=args.trimap,
+        report_dir=args.report,
     )
     print(json.dumps(results) if args.json else format_table(results))
+    if args.report and not args.json:
+        print(f"report: {results['report']}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 from keras_deeplab import constants
 from keras_deeplab.commands.arguments import crf_parameter, crf_settings, number_pair, positive_int, scales
+from keras_deeplab.descriptors import DESCRIPTORS
 from serving.settings import DEFAULT_MAX_PIXELS
 
 
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", required=True, help="a .keras file, a training run folder, a SavedModel folder or a .tflite file"
     )
-    parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg")
+    parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg (with a legend)")
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also predict the left-right mirrored image")
     parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="Keras models only")
@@ -32,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W (default %(default)s)"
     )
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(DESCRIPTORS),
+        help="class names and colours of the pictures (default: from the model's number of classes)",
+    )
+    parser.add_argument("--no-legend", action="store_true", help="overlays without the strip naming the classes")
     parser.set_defaults(run=run)
 
 
@@ -43,7 +50,17 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"predicting with {predictor.description}")
     crf = crf_settings(args)
-    written = predict_files(args.images, predictor, args.out, args.scales, args.flip, args.max_pixels, crf)
+    written = predict_files(
+        args.images,
+        predictor,
+        args.out,
+        args.scales,
+        args.flip,
+        args.max_pixels,
+        crf,
+        legend=not args.no_legend,
+        dataset=DESCRIPTORS[args.dataset] if args.dataset else None,
+    )
     for image_path, (mask_path, overlay_path) in zip(args.images, written, strict=True):
         print(f"{image_path}: {mask_path}, {overlay_path}")
     return 0

@@ -1,10 +1,12 @@
-"""`keras-deeplab serve`: a SavedModel export over TF Serving's REST API (see serving/server.py)."""
+"""`keras-deeplab serve`: a SavedModel export over TF Serving's REST API (see serving/server.py), and a page at `/`
+to try it in a browser (serving/page.py)."""
 
 from __future__ import annotations
 
 import argparse
 
 from keras_deeplab.commands.arguments import crf_parameter, crf_settings, positive_int
+from keras_deeplab.descriptors import DESCRIPTORS
 from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -45,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--crf-param", type=crf_parameter, action="append", default=[], metavar="NAME=VALUE", help="a CRF parameter"
     )
+    parser.add_argument(
+        "--dataset", choices=sorted(DESCRIPTORS), help="the page's class names (default: from the number of classes)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         max_instances=args.max_instances,
         max_concurrent=args.max_concurrent,
         crf=crf_settings(args),
+        dataset=DESCRIPTORS[args.dataset] if args.dataset else None,
     )
     try:
         server = make_http_server(
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise OSError(f"{args.host}:{args.port}: cannot listen there ({error.strerror or error})") from error
     host, port = server.server_address[:2]
     url = f"http://{host}:{port}/v1/models/{api.name}"
-    print(f"serving {api.name} versions {sorted(api.versions)} at {url}", flush=True)
+    print(f"serving {api.name} versions {sorted(api.versions)} at {url}; try it at http://{host}:{port}/", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
