@@ -158,6 +158,31 @@ def release_memory() -> None:
     extension().release_memory()
 
 
+def memory_bound(height: int, width: int, num_classes: int, threads: int | None = None) -> int:
+    """The most bytes one `dense_crf` call on an image of `height` x `width` pixels and `num_classes` classes may
+    allocate (the extension's working memory, and dense_crf's own arrays), whatever the image and parameters.
+
+    The worst case is a lattice with a vertex of its own for every corner of every pixel's simplex (stds near
+    their bounds: every pixel far from every other); a photo with the defaults makes 10 to 20 times fewer
+    (0.3 KB per pixel with 21 classes, against 7 KB here). The class-dependent part (each worker's splat
+    buffer and the blur's two, per vertex and class) dominates; `threads` None: `default_threads()`."""
+    threads = default_threads() if threads is None else threads
+    points = height * width
+    lanes = -(-num_classes // 8) * 8  # the classes padded to whole 8-float vectors
+    total = points * lanes * 4  # the unary, log(probability)
+    for dims in (2, 5):  # the smoothness and the appearance kernels' lattices
+        corners = dims + 1
+        vertices = points * corners + 1
+        total += points * corners * 8  # each point's corner ids and weights
+        total += 2 * points * corners * (8 * dims + 24 * corners)  # the workers' hash tables, then the merged one
+        total += points * corners * 4 + threads * width * corners * dims * 4  # renumbering, each worker's row
+        total += vertices * (8 * corners + 8)  # blur neighbours; the filter of ones
+        total += (threads + 2) * vertices * lanes * 4  # a splat buffer per worker; the blur's two
+        total += threads * 2 * 4096 * corners * 4  # the hash tables' least size
+    # dense_crf's: a float32 copy of the probabilities and the result, and its checks' temporaries.
+    return total + points * (num_classes * 13 + 16)
+
+
 def default_threads() -> int:
     """The mean field's worker threads when not told: the cores this process may run on, at most 8."""
     return min(machine.usable_cores(), MAX_DEFAULT_THREADS)

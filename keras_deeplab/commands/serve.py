@@ -9,6 +9,7 @@ from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_CRF_MB,
     DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUEST_PIXELS,
@@ -45,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--crf-param", type=crf_parameter, action="append", default=[], metavar="NAME=VALUE", help="a CRF parameter"
     )
+    parser.add_argument(
+        "--max-crf-mb",
+        type=float,
+        default=DEFAULT_MAX_CRF_MB,
+        help="the CRF's memory for one image, MiB (its worst case for the image's size; default %(default)s)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -60,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         max_instances=args.max_instances,
         max_concurrent=args.max_concurrent,
         crf=crf_settings(args),
+        max_crf_mb=args.max_crf_mb,
     )
     try:
         server = make_http_server(
