@@ -206,3 +206,32 @@ def test_export_runs_one_model_call_per_image_size():
     assert class_maps.shape == (500, 1, 2)
     np.testing.assert_array_equal(class_maps[0::2], [[[0, 255]]] * 250)  # 1x1, padded with the ignore label
     np.testing.assert_array_equal(class_maps[1::2], [[[1, 1]]] * 250)
+
+
+# Issue 24: hostile inputs, round 2.
+
+
+def tiny_tflite(size: int) -> bytes:
+    """A 1 KB .tflite whose one input is a (1, size, size, 3) image: it asks for GBs of tensors at 8192."""
+    function = tf.function(
+        lambda x: tf.nn.relu(x * 2.0 + 1.0), input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)]
+    )
+    return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], tf.Module()).convert()
+
+
+def test_a_tflite_with_a_huge_input_is_refused_from_its_shapes_before_allocating(tmp_path, monkeypatch):
+    from keras_deeplab import litert
+    from serving.tflite import TFLiteModel
+
+    path = tmp_path / "huge.tflite"
+    path.write_bytes(tiny_tflite(8192))
+    assert path.stat().st_size < 4096
+    allocated = []
+    monkeypatch.setattr("ai_edge_litert.interpreter.Interpreter.allocate_tensors", lambda self: allocated.append(self))
+    with pytest.raises(ValueError, match=f"{path}: its input takes 8192x8192 images, over the pixel limit of 16777216"):
+        TFLiteModel(path)
+    # Any model, whatever its inputs: the tensors' sum (3 x 768 MiB here) against litert.MAX_TENSOR_BYTES.
+    monkeypatch.setattr(litert, "MAX_TENSOR_BYTES", 2**30)
+    with pytest.raises(ValueError, match=f"{path}: its tensors need 2.3 GiB, over the limit of 1 GiB"):
+        litert.open_interpreter(path)
+    assert not allocated
