@@ -381,3 +381,82 @@ def test_import_weights_checks_out_and_num_classes_before_importing(tmp_path, ca
     assert exited.value.code == 2
     assert "argument --num-classes: expected a number above 0, got 0" in capsys.readouterr().err
     assert not imported
+
+
+def header_only_jpeg(width: int, height: int) -> bytes:
+    """A few hundred bytes of JPEG header saying `width` x `height`, with no pixel data: a decompression bomb."""
+    jpeg = bytearray(encoded(np.zeros((8, 8, 3), np.uint8), "JPEG"))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(jpeg[: jpeg.index(b"\xff\xda")])  # up to the start of scan
+
+
+def voc_with_bombs(tmp_path) -> str:
+    """VOC train: 2007_000002 a header-only 20000x20000 JPEG (past PIL's own limit), 2007_000003 an empty mask;
+    val: 2007_000004 a header-only 12000x12000 JPEG (under PIL's limit, over ours)."""
+    root = tmp_path / "voc"
+    write_voc(str(root))
+    (root / "JPEGImages" / "2007_000002.jpg").write_bytes(header_only_jpeg(20000, 20000))
+    (root / "SegmentationClass" / "2007_000003.png").write_bytes(b"")
+    (root / "JPEGImages" / "2007_000004.jpg").write_bytes(header_only_jpeg(12000, 12000))
+    return str(root)
+
+
+def test_a_dataset_image_over_the_pixel_limit_is_reported_as_that_files_problem(tmp_path, capsys):
+    # Issue 24 row 9: a 777-byte header-only 20000x20000 JPEG ended data check with PIL's DecompressionBombError,
+    # and the report of the other files was lost.
+    root = voc_with_bombs(tmp_path)
+    assert main(["data", "check", "--format", "voc", "--root", root, "--split", "train", "--json"]) == 1
+    bad = {os.path.basename(item["file"]): item["problem"] for item in json.loads(capsys.readouterr().out)["bad"]}
+    assert bad == {
+        "2007_000002.jpg": "the image is 20000x20000 = 400000000 pixels, over the limit of 16777216; not decoded",
+        "2007_000003.png": "the mask file is empty (0 bytes)",
+    }
+    # Row 10: under PIL's own limit, a real 12000x12000 photo was decoded (and evaluate killed at 8 GB).
+    with pytest.raises(DataError, match=r"2007_000004.jpg: the image is 12000x12000 = 144000000 pixels, over the"):
+        list(open_voc(root, "val").examples())
+
+
+def test_evaluate_and_train_name_the_bad_file_in_one_line(tmp_path, capsys):
+    # Issue 24 rows 10 and 11: a bad pair met inside tf.data came out as a traceback.
+    from keras_deeplab import build_model
+
+    root = voc_with_bombs(tmp_path)
+    model = tmp_path / "m.keras"
+    build_model(16, num_classes=21, backbone="resnet50", width_multiplier=0.125, aspp_filters=8).save(model)
+    assert main(["evaluate", "--model", str(model), "--format", "voc", "--root", root, "--split", "val"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"keras-deeplab evaluate: error: {root}/JPEGImages/2007_000004.jpg: the image is 12000x12000 = 144000000 "
+        "pixels, over the limit of 16777216; not decoded"
+    )
+    settings = [
+        f"model={json.dumps({'backbone': 'resnet50', 'width_multiplier': 0.125, 'aspp_filters': 8})}",
+        "data.format=voc",
+        f"data.root={root}",
+        "data.options={}",
+        "data.crop_size=65",
+        "train.global_batch_size=2",
+        "train.steps=3",
+        f"run_dir={tmp_path / 'run'}",
+    ]
+    assert main(["train", "--recipe", "demo", "--no-progress", *(p for s in settings for p in ("--set", s))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"keras-deeplab train: error: {root}/") and "\n" not in err
+    assert err.endswith(("2007_000002.jpg: the image is 20000x20000 = 400000000 pixels, over the limit of 16777216; "
+                         "not decoded", "2007_000003.png: the mask file is empty (0 bytes)"))  # fmt: skip
+
+
+def test_predict_runs_a_keras_model_as_one_graph_for_every_image_size(tmp_path_factory):
+    # Issue 24 row 8: run eagerly, predict kept every layer's result: 2.9 GB for a 1024x1024 photo (0.8 GB as a
+    # graph), past 8 GB at 2048x2048.
+    from serving_models import save_keras_model, shared_path
+
+    from serving.predict import load_predictor
+
+    keras_path = shared_path(tmp_path_factory, "tiny.keras", save_keras_model)
+    predictor = load_predictor(keras_path)
+    assert isinstance(predictor.predict_logits, tf.types.experimental.PolymorphicFunction)
+    for height, width in ((33, 47), (64, 20)):
+        assert predictor.predict_logits(tf.zeros((1, height, width, 3))).shape[1:3] == (height, width)
+    assert predictor.predict_logits.experimental_get_tracing_count() == 1
