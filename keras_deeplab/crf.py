@@ -29,6 +29,20 @@ MAX_DEFAULT_THREADS = 8
 # The most classes the mean field takes (its per-pixel rows live on the stack), and the most threads.
 MAX_CLASSES = 1024
 MAX_THREADS = 64
+# Bounds on the parameters, so that the lattice arithmetic cannot overflow (the extension checks them too, with
+# the same numbers: kMaxFeature, kMaxWeight, kMaxIterations in crf_mean_field.cpp). A feature is a position or
+# a colour over its std; past 2^16 lattice units the elevated coordinates (up to about 35 times a feature on the
+# 5-d lattice) lose the float precision the simplex search needs, and past about 2^31 they overflowed its
+# float-to-int conversions (SIGSEGV). So a position std must be at least the image's longest side / 65536
+# (1 / 65536 of a pixel on any image of two pixels or more) and a colour std at least 255 / 65536.
+MAX_FEATURE = 65536.0
+# Kernel weights: DeepLab's are 3 to 5; past about 3.4e38 a weight times the lattice's scale is a float32
+# infinity and the "probabilities" no longer sum to 1.
+MAX_WEIGHT = 1e4
+# Mean-field steps: DeepLab runs 10; each is one pass of the filter over the whole lattice.
+MAX_ITERATIONS = 1000
+WEIGHTS = ("bi_w", "pos_w")
+POSITION_STDS = ("bi_xy_std", "pos_xy_std")
 
 
 def dense_crf(
@@ -59,12 +73,12 @@ def dense_crf(
     when an input has the wrong type, shape or values, MissingExtensionError when the C++ extension was not built.
     """
     image, probabilities = _checked_inputs(image, probabilities)
-    iterations = _checked_count("iterations", iterations)
-    bi_w = _checked_number("bi_w", bi_w, allow_zero=True)
-    pos_w = _checked_number("pos_w", pos_w, allow_zero=True)
-    bi_xy_std = _checked_number("bi_xy_std", bi_xy_std)
-    bi_rgb_std = _checked_number("bi_rgb_std", bi_rgb_std)
-    pos_xy_std = _checked_number("pos_xy_std", pos_xy_std)
+    iterations = check_parameter("iterations", iterations)
+    bi_w = check_parameter("bi_w", bi_w)
+    pos_w = check_parameter("pos_w", pos_w)
+    bi_xy_std = check_parameter("bi_xy_std", bi_xy_std, image_shape=image.shape[:2])
+    bi_rgb_std = check_parameter("bi_rgb_std", bi_rgb_std)
+    pos_xy_std = check_parameter("pos_xy_std", pos_xy_std, image_shape=image.shape[:2])
     threads = (
         default_threads() if threads is None else _checked_count("threads", threads, minimum=1, maximum=MAX_THREADS)
     )
@@ -90,6 +104,35 @@ def dense_crf(
     return refined
 
 
+def check_parameter(name: str, value, *, image_shape: tuple[int, int] | None = None) -> float:
+    """`value` (an int for iterations) for the `dense_crf` keyword `name`, checked against its bounds (see
+    `MAX_FEATURE`, `MAX_WEIGHT`, `MAX_ITERATIONS`); a position std against the image of `image_shape` (H, W) too
+    when given, else against the smallest image it could be used on (two pixels). Raises ValueError naming the
+    parameter and its bound."""
+    if name == "iterations":
+        return _checked_count(name, value, maximum=MAX_ITERATIONS)
+    if name in WEIGHTS:
+        value = _checked_number(name, value, allow_zero=True)
+        if value > MAX_WEIGHT:
+            raise ValueError(f"{name} must be at most {MAX_WEIGHT:g} (DeepLab's are 3 to 5), got {value:g}")
+        return value
+    value = _checked_number(name, value)
+    if name in POSITION_STDS:
+        longest = 1 if image_shape is None else max(image_shape) - 1  # the largest position, in pixels
+        where = "" if image_shape is None else f" for a {image_shape[0]}x{image_shape[1]} image"
+        extent, unit = longest, "pixels"
+    elif name == "bi_rgb_std":
+        extent, where, unit = 255, "", "levels"
+    else:
+        raise ValueError(f"{name} is not a dense_crf parameter; expected one of {', '.join(constants.DENSE_CRF)}")
+    if extent / value > MAX_FEATURE:
+        raise ValueError(
+            f"{name} must be at least {extent / MAX_FEATURE:.3g}{where} (the lattice takes {unit} / std up to "
+            f"{MAX_FEATURE:g}), got {value:g}"
+        )
+    return value
+
+
 class MissingExtensionError(ImportError):
     """The C++ mean field was not built when keras-deeplab was installed (no C++ compiler then)."""
 
@@ -113,6 +156,31 @@ def release_memory() -> None:
     its page faults: 0.3 to 1 KB per pixel of the largest image so far (measured for 500x375: 54 MB with the
     defaults, 178 MB with `constants.DENSE_CRF_RESNET101`, whose 1-pixel smoothness kernel makes a large lattice)."""
     extension().release_memory()
+
+
+def memory_bound(height: int, width: int, num_classes: int, threads: int | None = None) -> int:
+    """The most bytes one `dense_crf` call on an image of `height` x `width` pixels and `num_classes` classes may
+    allocate (the extension's working memory, and dense_crf's own arrays), whatever the image and parameters.
+
+    The worst case is a lattice with a vertex of its own for every corner of every pixel's simplex (stds near
+    their bounds: every pixel far from every other); a photo with the defaults makes 10 to 20 times fewer
+    (0.3 KB per pixel with 21 classes, against 7 KB here). The class-dependent part (each worker's splat
+    buffer and the blur's two, per vertex and class) dominates; `threads` None: `default_threads()`."""
+    threads = default_threads() if threads is None else threads
+    points = height * width
+    lanes = -(-num_classes // 8) * 8  # the classes padded to whole 8-float vectors
+    total = points * lanes * 4  # the unary, log(probability)
+    for dims in (2, 5):  # the smoothness and the appearance kernels' lattices
+        corners = dims + 1
+        vertices = points * corners + 1
+        total += points * corners * 8  # each point's corner ids and weights
+        total += 2 * points * corners * (8 * dims + 24 * corners)  # the workers' hash tables, then the merged one
+        total += points * corners * 4 + threads * width * corners * dims * 4  # renumbering, each worker's row
+        total += vertices * (8 * corners + 8)  # blur neighbours; the filter of ones
+        total += (threads + 2) * vertices * lanes * 4  # a splat buffer per worker; the blur's two
+        total += threads * 2 * 4096 * corners * 4  # the hash tables' least size
+    # dense_crf's: a float32 copy of the probabilities and the result, and its checks' temporaries.
+    return total + points * (num_classes * 13 + 16)
 
 
 def default_threads() -> int:

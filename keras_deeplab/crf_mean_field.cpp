@@ -63,6 +63,16 @@ constexpr int kMaxCorners = 2 * (kMaxDims + 1);  // simplex corners of the two k
 constexpr int kMaxThreads = 64;
 constexpr int64_t kTileRows = 16;  // the mean-field update visits each worker's pixels in tiles of this size
 constexpr int64_t kTileColumns = 32;
+// Bounds on the parameters, the same as crf.py's MAX_FEATURE, MAX_WEIGHT and MAX_ITERATIONS (see there): a
+// feature (position or colour over its std) of at most kMaxFeature keeps the elevated coordinates within float
+// precision and far from int overflow. mean_field refuses parameters past them; embed() clamps besides, so that
+// no input, however it got here, makes an index leave its array.
+constexpr double kMaxFeature = 65536.0;
+constexpr double kMaxWeight = 1e4;
+constexpr int kMaxIterations = 1000;
+// embed()'s second guard: the nearest sublattice coordinate is clamped to this before the float-to-int
+// conversion (times d + 1 <= 17 it stays well inside int32, as do the keys and their blur neighbours).
+constexpr float kMaxNearest = 16777216.0f;
 
 // This worker's share of [0, n) when `workers` split it.
 inline std::pair<int64_t, int64_t> share(int64_t n, int worker, int workers) {
@@ -219,7 +229,10 @@ void embed(const float* feature, int d, const float* scale, const int* canonical
   const float down = 1.0f / (d + 1);
   int sum = 0;
   for (int i = 0; i <= d; ++i) {
-    const int nearest = static_cast<int>((elevated[i] * down + 12582912.0f) - 12582912.0f);
+    float t = elevated[i] * down;
+    t = t < kMaxNearest ? t : kMaxNearest;  // NaN too: no conversion past int's range (undefined behaviour)
+    t = t > -kMaxNearest ? t : -kMaxNearest;
+    const int nearest = static_cast<int>((t + 12582912.0f) - 12582912.0f);
     remainder0[i] = nearest * (d + 1);
     sum += nearest;
   }
@@ -242,6 +255,9 @@ void embed(const float* feature, int d, const float* scale, const int* canonical
       rank[i] -= d + 1;
       remainder0[i] -= d + 1;
     }
+    // In range whenever the coordinates are (within kMaxFeature); past it float rounding can leave the sum of
+    // the nearest points far from 0, and the rank would index past barycentric and canonical.
+    rank[i] = std::min(std::max(rank[i], 0), d);
   }
   std::fill(barycentric, barycentric + d + 2, 0.0f);
   for (int i = 0; i <= d; ++i) {
@@ -578,17 +594,30 @@ PyObject* py_mean_field(PyObject*, PyObject* args, PyObject* keywords) {
   }
   s.height = height;
   s.width = width;
-  const int64_t n = s.height * s.width;
   const char* problem = nullptr;
-  if (s.height < 1 || s.width < 1 || s.classes < 1 || s.classes > kMaxClassLanes || s.iterations < 0 ||
+  const bool sides = s.height >= 1 && s.width >= 1 && s.height <= INT32_MAX && s.width <= INT32_MAX;
+  const int64_t n = sides ? s.height * s.width : 0;
+  // The largest feature a std makes (position / std, colour / std), in double; the 1e-6 allows for the float32
+  // rounding of a std that crf.py accepted at its bound.
+  const double side = static_cast<double>(std::max(s.height, s.width) - 1);
+  auto too_fine = [](double extent, float std) { return !(extent / std <= kMaxFeature * (1 + 1e-6)); };
+  auto bad_weight = [](float weight) { return !(weight >= 0 && weight <= kMaxWeight); };  // NaN too
+  if (!sides || s.classes < 1 || s.classes > kMaxClassLanes || s.iterations < 0 || s.iterations > kMaxIterations ||
       s.threads < 1 || s.threads > kMaxThreads) {
-    problem = "mean_field: height, width, classes (1-1024), iterations or threads (1-64) out of range";
+    problem = "mean_field: height, width, classes (1-1024), iterations (0-1000) or threads (1-64) out of range";
+  } else if (n >= INT32_MAX / 6) {
+    problem = "mean_field: the image has too many pixels for the lattice's 32-bit indices";
   } else if (image.len != n * 3 || probabilities.len != n * s.classes * 4 || out.len != n * s.classes * 4) {
     problem = "mean_field: buffer sizes do not match height x width x 3 bytes and height x width x classes floats";
-  } else if (n * 6 >= INT32_MAX) {
-    problem = "mean_field: the image has too many pixels for the lattice's 32-bit indices";
-  } else if (!(s.bi_xy_std > 0 && s.bi_rgb_std > 0 && s.pos_xy_std > 0)) {
-    problem = "mean_field: the standard deviations must be positive";
+  } else if (!(s.bi_xy_std > 0 && s.bi_rgb_std > 0 && s.pos_xy_std > 0 && std::isfinite(s.bi_xy_std) &&
+               std::isfinite(s.bi_rgb_std) && std::isfinite(s.pos_xy_std))) {
+    problem = "mean_field: the standard deviations must be finite and positive";
+  } else if (too_fine(side, s.bi_xy_std) || too_fine(side, s.pos_xy_std) || too_fine(255.0, s.bi_rgb_std)) {
+    problem = "mean_field: a std is so small that a feature (position or colour / std) passes 65536";
+  } else if (bad_weight(s.bi_w) || bad_weight(s.pos_w)) {
+    problem = "mean_field: the weights must be from 0 to 1e4";
+  } else if (!(s.probability_floor > 0 && s.probability_floor <= 1)) {
+    problem = "mean_field: probability_floor must be in (0, 1]";
   }
   bool out_of_memory = false;
   std::string failure;

@@ -25,6 +25,7 @@ from keras_deeplab.scales import check_scales
 from keras_deeplab.trimap import TrimapMeanIoU
 from pipelines.datasets import evaluation_dataset
 from pipelines.formats import open_source
+from pipelines.source import data_errors
 
 
 def evaluate_model(
@@ -148,11 +149,12 @@ def named_predictions(
         return class_probabilities(predict_logits, images, scales=scales, flip=flip)
 
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
-    for index, (image, mask, name) in enumerate(evaluation_dataset(source).take(total), start=1):
-        probabilities = predict_probabilities(image)[0].numpy()
-        yield image[0].numpy().astype(np.uint8), mask[0].numpy(), probabilities, name.numpy().decode("utf-8")
-        if bar is not None:
-            bar.update(index)
+    with data_errors(source):
+        for index, (image, mask, name) in enumerate(evaluation_dataset(source).take(total), start=1):
+            probabilities = predict_probabilities(image)[0].numpy()
+            yield image[0].numpy().astype(np.uint8), mask[0].numpy(), probabilities, name.numpy().decode("utf-8")
+            if bar is not None:
+                bar.update(index)
 
 
 def _check_source(model: keras.Model, source) -> int:

@@ -59,6 +59,21 @@ def make_folder(path: str | os.PathLike) -> str:
     return path
 
 
+def check_new_file(path: str | os.PathLike) -> None:
+    """OSError naming `path` when a file cannot be written there: its folder is missing, is not a folder or is
+    not writable, or `path` is a folder. For commands that work a long time before they write."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder; expected a file name")
+    if not os.path.exists(folder):
+        raise FileNotFoundError(f"{path}: cannot write it: {folder} does not exist")
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"{path}: cannot write it: {folder} is not a folder")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{path}: cannot write it: {folder} is not writable")
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """`data` to `path`, whole or not at all."""
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:

@@ -16,6 +16,19 @@ from keras_deeplab.layers import Conv2D, NormSettings, PixelNormalization, Resiz
 from keras_deeplab.precision import dtype_policy
 from keras_deeplab.weights import load_backbone_weights
 
+# Sane ranges of the options that size a network, checked before anything is built (issue 24: a 3 MB .keras
+# whose build_config said num_classes=10,000,000 took past 8 GB before failing). The most classes of any
+# segmentation label set in use is ADE20K-full's 3688; widths past 8192 channels and multipliers past 4 are no
+# DeepLab's; an input side past 16384 pixels is 16 times the default pixel limit's.
+MAX_NUM_CLASSES = 4096
+MAX_FILTERS = 8192
+MAX_WIDTH_MULTIPLIER = 4.0
+MAX_INPUT_SIDE = 16384
+MAX_KERNEL_SIZE = 15
+MAX_RATE = 512
+MAX_SCALES = 8
+MAX_SCALE = 4.0
+
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
 class DeepLab(keras.Model):
@@ -40,7 +53,15 @@ class DeepLab(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DeepLab:
-        return build_model(**config["build_config"], name=config.get("name", "deeplab"))
+        build_config = config["build_config"]
+        if not isinstance(build_config, dict):
+            raise ValueError(f"build_config must be a JSON object, got {type(build_config).__name__}")
+        if build_config.get("backbone_weights") is not None:  # build_model never saves it: a crafted file
+            raise ValueError(
+                "build_config names backbone_weights: a saved model holds its weights, and loading one opens no "
+                "file named inside it"
+            )
+        return build_model(**build_config, name=config.get("name", "deeplab"))
 
     def with_output_stride(self, output_stride: int) -> DeepLab:
         """The same network at another output stride, sharing no variables but holding equal weights."""
@@ -136,6 +157,7 @@ def build_model(
 
     Returns: a DeepLab model mapping RGB [0, 255] (B, H, W, 3) to float32 logits (B, H, W, num_classes).
     """
+    _check_sizes(output_stride, num_classes, width_multiplier, aspp_filters, input_shape)
     spec = backbone_spec(backbone)
     if light_aspp is None:
         light_aspp = spec.light_aspp
@@ -205,6 +227,33 @@ def build_model(
     return model
 
 
+def _check_sizes(output_stride, num_classes, width_multiplier, aspp_filters, input_shape) -> None:
+    """ValueError naming the first option that would size the network past its sane range (MAX_* above)."""
+    constants.check_output_stride(output_stride)
+
+    def whole(value, low: int, high: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    if not whole(num_classes, 1, MAX_NUM_CLASSES):
+        raise ValueError(f"num_classes must be an integer from 1 to {MAX_NUM_CLASSES}, got {num_classes!r}")
+    if not whole(aspp_filters, 1, MAX_FILTERS):
+        raise ValueError(f"aspp_filters must be an integer from 1 to {MAX_FILTERS}, got {aspp_filters!r}")
+    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)):
+        raise ValueError(f"width_multiplier must be a number, got {width_multiplier!r}")
+    if not 0 < width_multiplier <= MAX_WIDTH_MULTIPLIER:
+        raise ValueError(
+            f"width_multiplier must be above 0 and at most {MAX_WIDTH_MULTIPLIER:g}, got {width_multiplier}"
+        )
+    shape = list(input_shape) if isinstance(input_shape, (list, tuple)) else None
+    if (
+        shape is None
+        or len(shape) != 3
+        or shape[2] != 3
+        or not all(side is None or whole(side, 1, MAX_INPUT_SIDE) for side in shape[:2])
+    ):
+        raise ValueError(f"input_shape must be (H, W, 3), each side None or 1 to {MAX_INPUT_SIDE}, got {input_shape!r}")
+
+
 def _check_head_options(head, decoder, fc6, aspp_v2_rates, multi_scale_inputs):
     """(fc6, aspp_v2_rates, scales) as tuples; ValueError naming the option that does not fit."""
     if head not in constants.HEADS:
@@ -214,14 +263,32 @@ def _check_head_options(head, decoder, fc6, aspp_v2_rates, multi_scale_inputs):
     fc6 = tuple(fc6)
     if len(fc6) != 3 or not all(isinstance(value, int) and value > 0 for value in fc6):
         raise ValueError(f"fc6 must be (kernel size, rate, filters), three positive integers, got {list(fc6)}")
+    if fc6[0] > MAX_KERNEL_SIZE or fc6[1] > MAX_RATE or fc6[2] > MAX_FILTERS:
+        raise ValueError(
+            f"fc6 must be (kernel size, rate, filters) of at most ({MAX_KERNEL_SIZE}, {MAX_RATE}, {MAX_FILTERS}), "
+            f"got {list(fc6)}"
+        )
     aspp_v2_rates = tuple(aspp_v2_rates)
-    if not aspp_v2_rates or not all(isinstance(rate, int) and rate > 0 for rate in aspp_v2_rates):
-        raise ValueError(f"aspp_v2_rates must be positive integers, got {list(aspp_v2_rates)}")
+    if not 0 < len(aspp_v2_rates) <= MAX_SCALES or not all(
+        isinstance(rate, int) and 0 < rate <= MAX_RATE for rate in aspp_v2_rates
+    ):
+        raise ValueError(
+            f"aspp_v2_rates must be 1 to {MAX_SCALES} integers from 1 to {MAX_RATE}, got {list(aspp_v2_rates)}"
+        )
     scales = None
     if multi_scale_inputs is not None:
         scales = tuple(float(scale) for scale in multi_scale_inputs)
-        if 1.0 not in scales or min(scales) <= 0 or len(set(scales)) != len(scales):
-            raise ValueError(f"multi_scale_inputs must be distinct positive scales including 1.0, got {list(scales)}")
+        if (
+            1.0 not in scales
+            or min(scales) <= 0
+            or max(scales) > MAX_SCALE
+            or len(set(scales)) != len(scales)
+            or len(scales) > MAX_SCALES
+        ):
+            raise ValueError(
+                f"multi_scale_inputs must be up to {MAX_SCALES} distinct scales in (0, {MAX_SCALE:g}] including 1.0, "
+                f"got {list(scales)}"
+            )
     return fc6, aspp_v2_rates, scales
 
 

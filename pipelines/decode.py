@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -28,6 +29,11 @@ INVALID = -1  # a label table entry for raw values that are neither a class nor 
 # The formats whose size is read from the header before anything is decoded; others (WebP, JPEG XL, TIFF...)
 # are refused, since nothing could bound what decoding them costs.
 ACCEPTED_IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
+# The most pixels (height x width) of a dataset image or mask, checked from its header before it is decoded: the
+# default pixel limit of `predict` and `serve` (serving.settings.DEFAULT_MAX_PIXELS). Datasets in use stay far
+# below (VOC 500x375, Cityscapes 2048x1024, Mapillary Vistas about 4000x3000); a 777-byte header-only 20000x20000
+# JPEG ended `data check` with PIL's DecompressionBombError, a real 12000x12000 one took `evaluate` past 8 GB.
+MAX_IMAGE_PIXELS = 4096 * 4096
 ORIENTATION_TAG = 0x0112  # EXIF orientation: 1 upright; 2..8 mirrored and/or turned (5..8 swap width and height)
 _JPEG_SIZE_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 (not DHT, JPG, DAC)
 
@@ -189,16 +195,37 @@ def descriptor_table(descriptor: DatasetDescriptor) -> np.ndarray:
 
 
 def _open(data: bytes, file: str, what: str) -> Image.Image:
+    """The decoded image of `data`, after its size (from the header) is checked against MAX_IMAGE_PIXELS."""
     if not data:
         raise DataError(file, f"the {what} file is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        with warnings.catch_warnings():  # PIL's own, looser limit warns past 89 million pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # the header only
+        size = image.size
+        if size[0] * size[1] <= MAX_IMAGE_PIXELS:
+            image.load()
+    except Image.DecompressionBombError as error:  # PIL's own limit, past 178 million pixels
+        raise _over_the_limit(data, file, what, None) from error
     except UnidentifiedImageError as error:  # its message names a BytesIO object, not the file
         raise DataError(file, f"cannot decode the {what}: not an image format PIL reads") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise DataError(file, f"cannot decode the {what}: {error}") from error
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise _over_the_limit(data, file, what, size)
     return image
+
+
+def _over_the_limit(data: bytes, file: str, what: str, size: tuple[int, int] | None) -> DataError:
+    """The DataError of an image over MAX_IMAGE_PIXELS; `size` (width, height) from its header (PIL's, else ours)."""
+    if size is None:
+        try:
+            header = read_image_header(data)
+            size = header.width, header.height
+        except ValueError:  # a format whose header read_image_header does not read: PIL's message said enough
+            pass
+    shown = "more than PIL's limit of pixels" if size is None else f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels"
+    return DataError(file, f"the {what} is {shown}, over the limit of {MAX_IMAGE_PIXELS}; not decoded")
 
 
 def decode_image(data: bytes, file: str) -> np.ndarray:

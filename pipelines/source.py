@@ -4,13 +4,15 @@ An example is (image uint8 (H, W, 3) RGB, mask uint8 (H, W) of class ids 0..num_
 name str). For tf.data a source gives `records()`, a dataset of small items in a fixed order (file paths,
 indices, serialized records), and `decode_record(*record)`, a graph function turning one into
 (image uint8 (H, W, 3), mask uint8 (H, W), name string) in parallel map calls. A bad pair raises a `DataError`
-naming its file, inside tf.data too; with `skip_bad=True` it is recorded in `source.skipped` instead and
+naming its file, inside tf.data too (where it reaches Python as an OpError whose message is a traceback:
+`data_errors` raises the DataError itself); with `skip_bad=True` it is recorded in `source.skipped` instead and
 `decode_record` gives an empty (0x0) image that `is_decoded` filters out.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -114,6 +116,7 @@ class SegmentationSource:
         self.skip_bad = skip_bad
         self.skipped = SkippedExamples()
         self._skipped_before_decoding = 0  # files already missing when the source was opened
+        self.failure: DataError | None = None  # the first DataError raised inside tf.data (see `data_errors`)
 
     @property
     def num_classes(self) -> int:
@@ -163,11 +166,15 @@ class SegmentationSource:
         """
 
         def run(*values):
-            with _PYTHON_CALLS:
-                pair = self._guarded(read, *values)
-            if pair is None:
-                if len(self.skipped) - self._skipped_before_decoding >= len(self):
+            try:
+                with _PYTHON_CALLS:
+                    pair = self._guarded(read, *values)
+                if pair is None and len(self.skipped) - self._skipped_before_decoding >= len(self):
                     raise DataError(self.name, f"every example is bad, nothing to read. {self.skipped.report()}")
+            except DataError as error:
+                self.failure = self.failure or error
+                raise
+            if pair is None:
                 return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8)
             return pair
 
@@ -178,6 +185,19 @@ class SegmentationSource:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {len(self)} examples, {self.num_classes} classes>"
+
+
+@contextlib.contextmanager
+def data_errors(*sources: SegmentationSource) -> Iterator[None]:
+    """Around the reading of `sources` through tf.data: a DataError one of them raised there (which tf.data turns
+    into an OpError whose message is a Python traceback) is raised as itself, one line naming the file."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        failure = next((source.failure for source in sources if source.failure is not None), None)
+        if failure is None:
+            raise
+        raise failure from error
 
 
 def _why_not_a_file(path: str) -> str:

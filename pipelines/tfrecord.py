@@ -10,17 +10,17 @@ temporary name and renamed once complete.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.descriptors import DatasetDescriptor, make_descriptor
-from keras_deeplab.files import atomic_path, make_folder, write_json
+from keras_deeplab.files import TEMPORARY_PREFIX, make_folder, write_json
 from pipelines.decode import decode_pair, descriptor_table, encode_png
 from pipelines.errors import DataError
 from pipelines.source import Example, SegmentationSource
@@ -52,18 +52,20 @@ def shard_path(out_dir: str, split: str, shard: int, shards: int) -> str:
 def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, split: str | None = None) -> dict:
     """Write every example of `source` to `shards` TFRecord files in `out_dir` (round-robin), then `{split}.json`.
 
-    `split` defaults to the source's split (the part of its name after '/'). Returns the metadata written.
-    Bad pairs raise a DataError naming the file before any shard is renamed into place, unless the source was
-    opened with skip_bad (they are then listed in the metadata's "skipped").
+    `split` defaults to the source's split (the part of its name after '/'). Fewer shards than asked are written
+    when there are fewer examples (one per example, and one empty shard for none): no shard is left empty.
+    Returns the metadata written. Bad pairs raise a DataError naming the file before any shard is renamed into
+    place, unless the source was opened with skip_bad (they are then listed in the metadata's "skipped").
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     split = split or source.name.rsplit("/", 1)[-1]
     make_folder(out_dir)
-    paths = [shard_path(out_dir, split, shard, shards) for shard in range(shards)]
     counts = [0] * shards
-    with contextlib.ExitStack() as renames:  # every shard renamed into place only when all are complete
-        temporaries = [renames.enter_context(atomic_path(path)) for path in paths]
+    # Every shard is written in a temporary folder and renamed into place only when all are complete, under its
+    # final name, which holds the count of shards written (known only once the examples are read).
+    with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out_dir) as folder:
+        temporaries = [os.path.join(folder, f"{shard}.tfrecord") for shard in range(shards)]
         writers = [tf.io.TFRecordWriter(temporary) for temporary in temporaries]
         try:
             for index, example in enumerate(source.encoded_examples()):
@@ -84,6 +86,10 @@ def write_tfrecords(source: SegmentationSource, out_dir: str, shards: int = 1, s
         finally:
             for writer in writers:
                 writer.close()
+        counts = counts[: max(1, min(shards, sum(counts)))]  # round-robin: the empty shards are the last ones
+        paths = [shard_path(out_dir, split, shard, len(counts)) for shard in range(len(counts))]
+        for shard, path in enumerate(paths):
+            os.replace(temporaries[shard], path)
     metadata = {
         "format": METADATA_FORMAT,
         "source": source.name,

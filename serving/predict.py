@@ -146,7 +146,13 @@ def load_predictor(
             raise ValueError(f"{path}: not a keras-deeplab export (it has no `logits` function)")
         return Predictor(lambda images: loaded.logits(images), f"SavedModel {path}")  # keeps `loaded` alive
     model = load_model(path, output_stride, precision)
-    return Predictor(lambda images: model(images, training=False), f"Keras model {path} ({model.dtype_policy.name})")
+    # One graph for every image size: run eagerly, each layer's result is kept until Python frees it (2.9 GB for a
+    # 1024x1024 photo in a MobileNetV2 DeepLab, against 0.8 GB as a graph).
+    graph = tf.function(
+        lambda images: model(images, training=False),
+        input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
+    )
+    return Predictor(graph, f"Keras model {path} ({model.dtype_policy.name})")
 
 
 def predict_files(

@@ -40,7 +40,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_deeplab.crf import dense_crf
+from keras_deeplab.crf import default_threads, dense_crf, memory_bound, release_memory
 from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from pipelines.decode import PixelLimitError, read_image_header
 from serving.export import tf_error_message
@@ -53,6 +53,7 @@ from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_CRF_MB,
     DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUEST_PIXELS,
@@ -139,6 +140,7 @@ class RestApi:
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         crf: Mapping[str, float] | None = None,
         dataset: DatasetDescriptor | None = None,
+        max_crf_mb: float = DEFAULT_MAX_CRF_MB,
     ) -> None:
         """Load the `num_versions` highest versions under `base_path` (TF Serving's default policy: 1).
 
@@ -146,8 +148,10 @@ class RestApi:
         the images of one request together, `max_instances` images per request; `max_concurrent` predictions
         run at once. `crf` (keywords of `crf.dense_crf`; {} for its defaults): every class map of the encoded-image
         signature is the fully connected CRF's, which TF Serving itself cannot give (it is not a TensorFlow op); a
-        request's `"crf": false` asks for the network's own. `dataset`: the classes' names and colours for the page
-        (default: the likeliest for the model's number of classes, `descriptor_for_num_classes`)."""
+        request's `"crf": false` asks for the network's own. The CRF runs on one image at a time, each refused
+        before decoding when `crf.memory_bound` of its size is over `max_crf_mb` MiB, and its working memory is
+        given back after each image. `dataset`: the classes' names and colours for the page (default: the
+        likeliest for the model's number of classes, `descriptor_for_num_classes`)."""
         base_path = os.fspath(base_path)
         versions = model_versions(base_path)
         if not versions:
@@ -164,6 +168,9 @@ class RestApi:
         self.crf = None if crf is None else dict(crf)
         num_classes = self.versions[max(self.versions)].num_classes
         self.descriptor = dataset if num_classes is None else model_descriptor(base_path, num_classes, dataset)
+        self.max_crf_bytes = int(max_crf_mb * 2**20)
+        self._crf_threads = default_threads()
+        self._crf_lock = threading.Lock()  # one CRF at a time: its memory is bounded per image, not per request
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer one request: (HTTP status, JSON object). Never raises for a bad request."""
@@ -244,7 +251,7 @@ class RestApi:
             arrays = instances_to_arrays(instances, specs)
         else:
             arrays = inputs_to_arrays(request["inputs"], specs)
-        self._check_costs(arrays, specs)
+        self._check_costs(arrays, specs, served)
         tensors = {}
         for name, array in arrays.items():
             try:
@@ -270,7 +277,15 @@ class RestApi:
         for index, image_bytes in enumerate(arrays[encoded[0]].reshape(-1)):
             image = decode_photo(image_bytes, self.max_pixels)[0]
             logits = served.loaded.logits(tf.constant(image[np.newaxis], tf.float32))[0]
-            refined = dense_crf(image, tf.nn.softmax(tf.cast(logits, tf.float32)).numpy(), **self.crf)
+            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+            del logits
+            with self._crf_lock:
+                try:
+                    refined = dense_crf(image, probabilities, threads=self._crf_threads, **self.crf)
+                except ValueError as error:  # a std too small for this image's size
+                    raise RestError(400, f"image {index}: {error} (serve --crf-param)") from error
+                finally:
+                    release_memory()  # its working memory is the worst case's, held until the next request
             class_map = refined.argmax(-1)
             height, width = class_map.shape
             outputs[CLASS_MAP_OUTPUT][index, :height, :width] = class_map
@@ -281,7 +296,9 @@ class RestApi:
             if SCORES_OUTPUT in outputs:
                 outputs[SCORES_OUTPUT][index, :height, :width] = refined
 
-    def _check_costs(self, arrays: dict[str, np.ndarray], specs: dict[str, tf.TensorSpec]) -> None:
+    def _check_costs(
+        self, arrays: dict[str, np.ndarray], specs: dict[str, tf.TensorSpec], served: ServedVersion
+    ) -> None:
         """Refuse a request over its limits before anything is decoded (see __init__); every string input is an
         encoded image (its header gives its size), every float (B, H, W, 3) input a batch of pixels. Then a photo
         with an EXIF orientation is replaced by PNG bytes of its pixels as displayed."""
@@ -298,6 +315,8 @@ class RestApi:
                         hint = " (serve --max-pixels)" if isinstance(error, PixelLimitError) else ""
                         raise RestError(400, f"input {name}, image {index}: {error}{hint}") from error
                     pixels += header.pixels
+                    if self.crf is not None:
+                        self._check_crf_cost(served, header.width, header.height, f"input {name}, image {index}")
                     if header.orientation != 1:
                         oriented.append((name, index))
             elif array.ndim == 4 and array.shape[-1] == 3:
@@ -315,6 +334,17 @@ class RestApi:
             except ValueError as error:
                 raise RestError(400, f"input {name}, image {index}: {error}") from error
             arrays[name] = flat.reshape(arrays[name].shape)
+
+    def _check_crf_cost(self, served: ServedVersion, width: int, height: int, where: str) -> None:
+        # The bound's one term that is not symmetric grows with the width: the longer side, whatever the EXIF says.
+        needed = memory_bound(min(width, height), max(width, height), served.num_classes, self._crf_threads)
+        if needed > self.max_crf_bytes:
+            raise RestError(
+                400,
+                f"{where}: the CRF on {width}x{height} pixels and {served.num_classes} classes may need "
+                f"{needed / 2**20:.0f} MiB, over its limit of {self.max_crf_bytes / 2**20:.0f} MiB (serve "
+                "--max-crf-mb); send a smaller image",
+            )
 
 
 def _too_many_instances(count: int, limit: int) -> str:

@@ -32,7 +32,7 @@ from keras_deeplab.inference import PredictLogits, predict_class_map
 from keras_deeplab.litert import open_interpreter
 from keras_deeplab.metrics import MeanIoU
 from pipelines.formats import open_source
-from serving.settings import QUANTIZATIONS
+from serving.settings import DEFAULT_MAX_PIXELS, QUANTIZATIONS
 
 METADATA_NAME = "keras_deeplab"
 MODEL_INPUT_RANGE = (0.0, 255.0)  # this project's models normalise pixels themselves
@@ -187,7 +187,7 @@ class TFLiteModel:
         input_range: Sequence[float] | None = None,
         num_threads: int | None = None,
     ) -> None:
-        self.interpreter, self.name, content = open_interpreter(model, num_threads)
+        self.interpreter, self.name, content = open_interpreter(model, num_threads, max_input_pixels=DEFAULT_MAX_PIXELS)
         try:
             self.metadata = read_metadata(content)
         except Exception as error:  # a flatbuffer LiteRT runs but whose metadata does not parse

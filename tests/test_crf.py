@@ -1,12 +1,14 @@
 """The fully connected CRF: it recovers shapes from a noisy or misplaced unary, and it checks its inputs."""
 
 import inspect
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from keras_deeplab import constants
-from keras_deeplab.crf import dense_crf
+from keras_deeplab.crf import MAX_FEATURE, MAX_ITERATIONS, MAX_WEIGHT, check_parameter, dense_crf
 
 NUM_CLASSES = 3
 
@@ -223,3 +225,78 @@ def test_concurrent_calls_and_released_memory_give_the_same_result():
         np.testing.assert_allclose(result, expected, atol=2e-6)
     release_memory()
     np.testing.assert_allclose(dense_crf(image, probabilities), expected, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "shape", "message"),
+    [
+        # Issue 24 row 1: stds this small put positions past 2^31 lattice units (SIGSEGV in embed()).
+        ("bi_xy_std", 1e-10, (2, 2), r"bi_xy_std must be at least 1.53e-05 for a 2x2 image .*, got 1e-10"),
+        ("pos_xy_std", 1e-6, (375, 500), r"pos_xy_std must be at least 0.00761 for a 375x500 image"),
+        ("pos_xy_std", 499 / MAX_FEATURE * 0.999, (375, 500), "pos_xy_std must be at least"),
+        ("bi_rgb_std", 1e-6, (2, 2), r"bi_rgb_std must be at least 0.00389 \(the lattice takes levels"),
+        # Row 2: a weight past float32's range made "probabilities" that sum to 0.875.
+        ("bi_w", 3.5e38, (2, 2), "bi_w must be at most 10000"),
+        ("pos_w", 1e39, (2, 2), "pos_w must be at most 10000"),
+        ("iterations", 3e9, (2, 2), "iterations must be a non-negative integer and <= 1000, got 3000000000"),
+    ],
+)
+def test_parameters_past_the_lattices_range_are_refused_naming_them(argument, value, shape, message):
+    image = np.zeros((*shape, 3), np.uint8)
+    with pytest.raises(ValueError, match=message):
+        dense_crf(image, np.full((*shape, 2), 0.5, np.float32), **{argument: value})
+
+
+def test_parameters_at_their_bounds_work():
+    image, probabilities = _good()  # 8x10: the longest position is 9 pixels
+    for parameters in (
+        {"bi_xy_std": 9 / MAX_FEATURE, "pos_xy_std": 9 / MAX_FEATURE, "bi_rgb_std": 255 / MAX_FEATURE},
+        {"bi_w": MAX_WEIGHT, "pos_w": MAX_WEIGHT, "iterations": 2},
+        {"bi_xy_std": 1e38, "pos_xy_std": 1e38, "bi_rgb_std": 1e38},
+    ):
+        refined = dense_crf(image, probabilities, **parameters)
+        assert np.all(np.isfinite(refined)), parameters
+        np.testing.assert_allclose(refined.sum(-1), 1.0, atol=1e-4, err_msg=str(parameters))
+    assert check_parameter("iterations", MAX_ITERATIONS) == MAX_ITERATIONS
+    # Without an image a position std is checked against the smallest one it could refine (two pixels).
+    with pytest.raises(ValueError, match=r"bi_xy_std must be at least 1\.53e-05 "):
+        check_parameter("bi_xy_std", 1e-7)
+
+
+EXTENSION_PROBE = """
+import numpy as np
+from keras_deeplab import _crf_mean_field
+image = np.zeros((375, 500, 3), np.uint8); image[::2] = 255
+probabilities = np.full((375, 500, 2), 0.5, np.float32)
+out = np.empty_like(probabilities)
+bi_w, bi_xy_std, bi_rgb_std, pos_w, pos_xy_std = {parameters}
+try:
+    _crf_mean_field.mean_field(
+        image, probabilities, out, 375, 500, 2, {iterations}, 2, bi_w, bi_xy_std, bi_rgb_std, pos_w, pos_xy_std, 1e-8
+    )
+    print("ran", float(out.sum()))
+except ValueError as error:
+    print("refused:", error)
+"""
+
+
+@pytest.mark.parametrize(
+    ("parameters", "iterations", "answer"),
+    [
+        ((4, 1e-7, 5, 3, 3), 2, "refused: mean_field: a std is so small"),
+        ((4, 49, 1e-6, 3, 3), 2, "refused: mean_field: a std is so small"),
+        ((4, 49, 5, 3, 1e-6), 2, "refused: mean_field: a std is so small"),
+        ((4, 49, 5, 3, float("nan")), 2, "refused: mean_field: the standard deviations must be finite"),
+        ((1e39, 49, 5, 3, 3), 2, "refused: mean_field: the weights must be from 0 to 1e4"),
+        ((4, 49, 5, float("nan"), 3), 2, "refused: mean_field: the weights"),
+        ((4, 49, 5, 3, 3), 1001, "refused: mean_field: height, width, classes (1-1024), iterations (0-1000)"),
+        ((4, 499 / MAX_FEATURE, 255 / MAX_FEATURE, MAX_WEIGHT, 499 / MAX_FEATURE), 1, "ran 187500"),
+    ],
+)
+def test_the_extension_itself_refuses_what_would_overflow_its_lattice(parameters, iterations, answer):
+    # The Python checks are the first guard, not the only one: called directly, the extension refuses the same
+    # values (it crashed with SIGSEGV before). A child process, so that a crash fails this test only.
+    code = EXTENSION_PROBE.format(parameters=repr(parameters).replace("nan", "float('nan')"), iterations=iterations)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip().startswith(answer), done.stdout

@@ -206,3 +206,257 @@ def test_export_runs_one_model_call_per_image_size():
     assert class_maps.shape == (500, 1, 2)
     np.testing.assert_array_equal(class_maps[0::2], [[[0, 255]]] * 250)  # 1x1, padded with the ignore label
     np.testing.assert_array_equal(class_maps[1::2], [[[1, 1]]] * 250)
+
+
+# Issue 24: hostile inputs, round 2.
+
+
+def tiny_tflite(size: int) -> bytes:
+    """A 1 KB .tflite whose one input is a (1, size, size, 3) image: it asks for GBs of tensors at 8192."""
+    function = tf.function(
+        lambda x: tf.nn.relu(x * 2.0 + 1.0), input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)]
+    )
+    return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], tf.Module()).convert()
+
+
+def test_a_tflite_with_a_huge_input_is_refused_from_its_shapes_before_allocating(tmp_path, monkeypatch):
+    from keras_deeplab import litert
+    from serving.tflite import TFLiteModel
+
+    path = tmp_path / "huge.tflite"
+    path.write_bytes(tiny_tflite(8192))
+    assert path.stat().st_size < 4096
+    allocated = []
+    monkeypatch.setattr("ai_edge_litert.interpreter.Interpreter.allocate_tensors", lambda self: allocated.append(self))
+    with pytest.raises(ValueError, match=f"{path}: its input takes 8192x8192 images, over the pixel limit of 16777216"):
+        TFLiteModel(path)
+    # Any model, whatever its inputs: the tensors' sum (3 x 768 MiB here) against litert.MAX_TENSOR_BYTES.
+    monkeypatch.setattr(litert, "MAX_TENSOR_BYTES", 2**30)
+    with pytest.raises(ValueError, match=f"{path}: its tensors need 2.3 GiB, over the limit of 1 GiB"):
+        litert.open_interpreter(path)
+    assert not allocated
+
+
+def crafted_keras_file(tmp_path, name: str, **build_config) -> str:
+    """A small .keras file whose config.json's build_config is changed by `build_config`: what a hostile file
+    says, with the real model's weights beside it."""
+    import zipfile
+
+    from keras_deeplab import build_model
+
+    source = tmp_path / "source.keras"
+    if not source.exists():
+        build_model(16, num_classes=3, backbone="resnet50", width_multiplier=0.125, aspp_filters=8).save(source)
+    path = tmp_path / name
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w") as crafted:
+        for item in original.infolist():
+            data = original.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                config["config"]["build_config"].update(build_config)
+                data = json.dumps(config).encode()
+            crafted.writestr(item, data)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_classes": 10_000_000}, "num_classes must be an integer from 1 to 4096, got 10000000"),
+        ({"aspp_filters": 2**31}, "aspp_filters must be an integer from 1 to 8192"),
+        ({"width_multiplier": 1e6}, "width_multiplier must be above 0 and at most 4"),
+        ({"input_shape": [100000, 100000, 3]}, r"input_shape must be \(H, W, 3\), each side None or 1 to 16384"),
+        ({"extra_blocks": 1000}, r"extra_blocks must be an integer in 0\.\.3"),
+    ],
+)
+def test_a_keras_file_whose_build_config_is_out_of_range_is_refused_before_building(tmp_path, change, message):
+    # Issue 24 row 6: num_classes=10,000,000 in a 3 MB file took predict past 8 GB.
+    from keras_deeplab.loading import load_model
+
+    path = crafted_keras_file(tmp_path, "hostile.keras", **change)
+    with pytest.raises(ValueError, match=f"{path}: not a readable .keras model file .*{message}"):
+        load_model(path)
+
+
+def test_a_keras_file_naming_backbone_weights_is_refused_without_opening_them(tmp_path):
+    # Issue 24 row 7: the file named in build_config was opened ("not an HDF5 file" told whether a path exists).
+    from keras_deeplab.loading import load_model
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opened, it would block this test
+    for named in ("/etc/passwd", str(tmp_path / "absent.h5"), str(fifo)):
+        path = crafted_keras_file(tmp_path, "hostile.keras", backbone_weights=named)
+        with pytest.raises(ValueError) as raised:
+            load_model(path)
+        assert "build_config names backbone_weights: a saved model holds its weights" in str(raised.value)
+        assert named not in str(raised.value)  # nothing said about the path: whether it exists stays unknown
+
+
+def sparse_tarball(tmp_path, name: str, files: dict[str, str]) -> str:
+    """A tar.gz of sparse files (`truncate -s SIZE`, `tar --sparse`): a few hundred bytes that unpack to GBs."""
+    import subprocess
+
+    folder = tmp_path / f"{name}-content"
+    folder.mkdir()
+    for file_name, size in files.items():
+        subprocess.run(["truncate", "-s", size, str(folder / file_name)], check=True)
+    path = tmp_path / name
+    subprocess.run(["tar", "--sparse", "-czf", str(path), "-C", str(folder), *files], check=True)
+    for file_name in files:
+        (folder / file_name).unlink()
+    return str(path)
+
+
+def test_a_sparse_tarball_bomb_is_refused_from_its_headers_before_extracting(tmp_path, monkeypatch):
+    # Issue 24 row 4: a 148-byte tar.gz of a sparse 12 GB frozen graph took import-weights past 8 GB of memory.
+    from keras_deeplab.importing import read_source
+
+    bomb = sparse_tarball(tmp_path, "bomb.tar.gz", {"frozen_inference_graph.pb": "12G"})
+    assert os.path.getsize(bomb) < 1000
+    extracted = []
+    monkeypatch.setattr("tarfile.TarFile._extract_one", lambda *args, **kwargs: extracted.append(args))
+    with pytest.raises(ValueError, match=f"{bomb}: frozen_inference_graph.pb is 12884901888 bytes, over a GraphDef's"):
+        read_source(bomb)
+    # Checkpoint files too: their sizes add up against the cap; files the import does not read are skipped.
+    checkpoint = sparse_tarball(
+        tmp_path,
+        "checkpoint.tar.gz",
+        {"README.txt": "50G", "model.ckpt.index": "1K", "model.ckpt.data-00000-of-00001": "5G"},
+    )
+    with pytest.raises(
+        ValueError, match=f"{checkpoint}: its checkpoint and graph files add up to more than 4294967296"
+    ):
+        read_source(checkpoint)
+    assert not extracted
+
+
+def test_a_big_frozen_graph_file_is_refused_from_its_size(tmp_path):
+    from keras_deeplab.importing import read_source
+
+    graph = tmp_path / "frozen_inference_graph.pb"
+    os.truncate(os.open(graph, os.O_CREAT | os.O_WRONLY), 3 * 2**30)
+    with pytest.raises(ValueError, match=f"{graph}: 3221225472 bytes, over a GraphDef's limit of 2147483647"):
+        read_source(graph)
+
+
+def test_import_weights_of_a_missing_path_says_no_such_file(tmp_path, capsys):
+    # Issue 24 row 13a: "not a DeepLab weight source" of a path that is not there.
+    missing = tmp_path / "deeplabv3_pascal_train_aug" / "model.ckpt-30000"
+    assert main(["import-weights", str(missing), "--out", str(tmp_path / "out.keras")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"keras-deeplab import-weights: error: {missing}: no such file (nor a TF1 checkpoint {missing}.index)"
+
+
+def test_data_convert_with_more_shards_than_examples_writes_no_empty_shard(tmp_path, capsys):
+    # Issue 24 row 13a: --shards 8 of 5 examples wrote 3 empty shard files.
+    root, out = tmp_path / "voc", tmp_path / "shards"
+    write_voc(str(root), {"train": [f"2007_00000{index}" for index in range(5)]})
+    convert = ["data", "convert", "--format", "voc", "--root", str(root), "--split", "train", "--out", str(out)]
+    assert main([*convert, "--shards", "8"]) == 0
+    assert capsys.readouterr().out.startswith("wrote 5 examples of voc/train to 5 shard(s) (not 8: no shard is left")
+    assert sorted(os.listdir(out)) == [*(f"train-0000{shard}-of-00005.tfrecord" for shard in range(5)), "train.json"]
+    metadata = json.loads((out / "train.json").read_text())
+    assert metadata["examples_per_shard"] == [1] * 5
+    assert sorted(name for _, _, name in open_source("tfrecord", str(out), "train").examples()) == [
+        f"2007_00000{index}" for index in range(5)
+    ]
+
+
+def test_import_weights_checks_out_and_num_classes_before_importing(tmp_path, capsys, monkeypatch):
+    # Issue 24 row 13: the error named the internal .tmp-PID-m.keras, after the whole import; "Received filters=0".
+    imported = []
+    monkeypatch.setattr("keras_deeplab.importing.import_weights", lambda *args, **kwargs: imported.append(args))
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    source = str(tmp_path / "model.tflite")
+    for out, line in [
+        (tmp_path / "missing" / "m.keras", f"{tmp_path / 'missing' / 'm.keras'}: cannot write it: "
+         f"{tmp_path / 'missing'} does not exist"),
+        (afile / "m.keras", f"{afile / 'm.keras'}: cannot write it: {afile} is not a folder"),
+    ]:  # fmt: skip
+        assert main(["import-weights", source, "--out", str(out)]) == 1
+        assert capsys.readouterr().err.strip() == f"keras-deeplab import-weights: error: {line}"
+    with pytest.raises(SystemExit) as exited:
+        main(["import-weights", source, "--out", str(tmp_path / "m.keras"), "--num-classes", "0"])
+    assert exited.value.code == 2
+    assert "argument --num-classes: expected a number above 0, got 0" in capsys.readouterr().err
+    assert not imported
+
+
+def header_only_jpeg(width: int, height: int) -> bytes:
+    """A few hundred bytes of JPEG header saying `width` x `height`, with no pixel data: a decompression bomb."""
+    jpeg = bytearray(encoded(np.zeros((8, 8, 3), np.uint8), "JPEG"))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(jpeg[: jpeg.index(b"\xff\xda")])  # up to the start of scan
+
+
+def voc_with_bombs(tmp_path) -> str:
+    """VOC train: 2007_000002 a header-only 20000x20000 JPEG (past PIL's own limit), 2007_000003 an empty mask;
+    val: 2007_000004 a header-only 12000x12000 JPEG (under PIL's limit, over ours)."""
+    root = tmp_path / "voc"
+    write_voc(str(root))
+    (root / "JPEGImages" / "2007_000002.jpg").write_bytes(header_only_jpeg(20000, 20000))
+    (root / "SegmentationClass" / "2007_000003.png").write_bytes(b"")
+    (root / "JPEGImages" / "2007_000004.jpg").write_bytes(header_only_jpeg(12000, 12000))
+    return str(root)
+
+
+def test_a_dataset_image_over_the_pixel_limit_is_reported_as_that_files_problem(tmp_path, capsys):
+    # Issue 24 row 9: a 777-byte header-only 20000x20000 JPEG ended data check with PIL's DecompressionBombError,
+    # and the report of the other files was lost.
+    root = voc_with_bombs(tmp_path)
+    assert main(["data", "check", "--format", "voc", "--root", root, "--split", "train", "--json"]) == 1
+    bad = {os.path.basename(item["file"]): item["problem"] for item in json.loads(capsys.readouterr().out)["bad"]}
+    assert bad == {
+        "2007_000002.jpg": "the image is 20000x20000 = 400000000 pixels, over the limit of 16777216; not decoded",
+        "2007_000003.png": "the mask file is empty (0 bytes)",
+    }
+    # Row 10: under PIL's own limit, a real 12000x12000 photo was decoded (and evaluate killed at 8 GB).
+    with pytest.raises(DataError, match=r"2007_000004.jpg: the image is 12000x12000 = 144000000 pixels, over the"):
+        list(open_voc(root, "val").examples())
+
+
+def test_evaluate_and_train_name_the_bad_file_in_one_line(tmp_path, capsys):
+    # Issue 24 rows 10 and 11: a bad pair met inside tf.data came out as a traceback.
+    from keras_deeplab import build_model
+
+    root = voc_with_bombs(tmp_path)
+    model = tmp_path / "m.keras"
+    build_model(16, num_classes=21, backbone="resnet50", width_multiplier=0.125, aspp_filters=8).save(model)
+    assert main(["evaluate", "--model", str(model), "--format", "voc", "--root", root, "--split", "val"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"keras-deeplab evaluate: error: {root}/JPEGImages/2007_000004.jpg: the image is 12000x12000 = 144000000 "
+        "pixels, over the limit of 16777216; not decoded"
+    )
+    settings = [
+        f"model={json.dumps({'backbone': 'resnet50', 'width_multiplier': 0.125, 'aspp_filters': 8})}",
+        "data.format=voc",
+        f"data.root={root}",
+        "data.options={}",
+        "data.crop_size=65",
+        "train.global_batch_size=2",
+        "train.steps=3",
+        f"run_dir={tmp_path / 'run'}",
+    ]
+    assert main(["train", "--recipe", "demo", "--no-progress", *(p for s in settings for p in ("--set", s))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"keras-deeplab train: error: {root}/") and "\n" not in err
+    assert err.endswith(("2007_000002.jpg: the image is 20000x20000 = 400000000 pixels, over the limit of 16777216; "
+                         "not decoded", "2007_000003.png: the mask file is empty (0 bytes)"))  # fmt: skip
+
+
+def test_predict_runs_a_keras_model_as_one_graph_for_every_image_size(tmp_path_factory):
+    # Issue 24 row 8: run eagerly, predict kept every layer's result: 2.9 GB for a 1024x1024 photo (0.8 GB as a
+    # graph), past 8 GB at 2048x2048.
+    from serving_models import save_keras_model, shared_path
+
+    from serving.predict import load_predictor
+
+    keras_path = shared_path(tmp_path_factory, "tiny.keras", save_keras_model)
+    predictor = load_predictor(keras_path)
+    assert isinstance(predictor.predict_logits, tf.types.experimental.PolymorphicFunction)
+    for height, width in ((33, 47), (64, 20)):
+        assert predictor.predict_logits(tf.zeros((1, height, width, 3))).shape[1:3] == (height, width)
+    assert predictor.predict_logits.experimental_get_tracing_count() == 1

@@ -6,6 +6,8 @@ import json
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -388,3 +390,53 @@ def test_page_at_root_is_self_contained_and_carries_the_servers_facts(served):
     assert [entry["name"] for entry in config["classes"]] == [f"class_{index}" for index in range(5)]
     assert config["classes"][1]["color"] == [128, 0, 0] and config["background"] == 0
     assert call(f"{url}/v1/models/deeplab")[0] == 200  # the API beside it is unchanged
+
+
+def test_serve_with_crf_refuses_an_image_over_the_crfs_memory_before_decoding(tmp_path_factory):
+    """Issue 24 row 3: one 1024x1024 noise PNG took 4 GB in the CRF. Its worst case for the image's size and the
+    model's classes is checked from the header: over `max_crf_mb`, a 400 naming the option, nothing decoded (the
+    PNG below has no pixel data at all)."""
+    from keras_deeplab.crf import memory_bound
+
+    _, base_path = export_tiny_model(tmp_path_factory)
+    api = RestApi(base_path, "deeplab", crf={}, max_crf_mb=64)
+    num_classes = api.versions[max(api.versions)].num_classes
+    assert num_classes == 5  # the tiny model's, read from the export's `logits` function
+    png = encode(random_image(8, 8))
+    header_only = png[:16] + struct.pack(">II", 1024, 1024) + png[24:33]  # IHDR of a 1024x1024 image, no IDAT
+    status, answer = api.handle("POST", "/v1/models/deeplab:predict", json.dumps({"instances": [b64(header_only)]}))
+    needed = memory_bound(1024, 1024, num_classes, api._crf_threads) / 2**20
+    assert status == 400
+    assert answer["error"] == (
+        f"input image_bytes, image 0: the CRF on 1024x1024 pixels and 5 classes may need {needed:.0f} MiB, over "
+        "its limit of 64 MiB (serve --max-crf-mb); send a smaller image"
+    )
+    # Under the limit it runs; a std too small for this image's size is the request's fault, named.
+    small = {"instances": [b64(encode(random_image(30, 40)))]}
+    assert api.handle("POST", "/v1/models/deeplab:predict", json.dumps(small).encode())[0] == 200
+    api.crf = {"pos_xy_std": 1e-4}
+    status, answer = api.handle("POST", "/v1/models/deeplab:predict", json.dumps(small).encode())
+    assert status == 400
+    assert answer["error"].startswith("image 0: pos_xy_std must be at least 0.000595 for a 30x40 image")
+    assert answer["error"].endswith("(serve --crf-param)")
+
+
+def test_crf_memory_bound_holds_for_the_worst_lattice():
+    """crf.memory_bound is an upper bound, whatever the content: measured (peak RSS of a child process) for noise
+    and for stds at their bound, where every corner of every pixel is a vertex of its own."""
+    code = """
+import numpy as np
+from keras_deeplab.crf import dense_crf, memory_bound
+def peak():  # VmHWM: this process's own peak (ru_maxrss also counts the parent's, from before the exec)
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) * 1024
+rng = np.random.default_rng(0)
+image = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
+p = rng.random((300, 200, 21)).astype(np.float32); p /= p.sum(-1, keepdims=True)
+before = peak()
+dense_crf(image, p, threads=3, iterations=1, bi_xy_std=299 / 65536, pos_xy_std=299 / 65536, bi_rgb_std=255 / 65536)
+used = peak() - before
+print(used, memory_bound(300, 200, 21, 3))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    used, bound = map(int, done.stdout.split())
+    assert 0.4 * bound < used <= bound

@@ -115,6 +115,8 @@ def mobilenetv2_features(
     `output_stride` (320 channels at width 1).
     """
     constants.check_output_stride(output_stride)
+    if not isinstance(width_divisor, int) or isinstance(width_divisor, bool) or not 1 <= width_divisor <= 64:
+        raise ValueError(f"width_divisor must be an integer from 1 to 64, got {width_divisor!r}")
     widths = stage_widths(width_multiplier, width_divisor)
     x = Conv2D(
         widths[0],

@@ -36,6 +36,7 @@ _EPSILON = constants.RESNET_BATCH_NORM_EPSILON
 # Batch-norm epsilon of the official DeepLab ResNets: extract_features' arg scope for every "resnet" variant
 # (tensorflow/models research/deeplab/core/feature_extractor.py, batch_norm_epsilon=1e-5); the slim layout's own.
 OFFICIAL_BATCH_NORM_EPSILON = 1e-5
+MAX_UNIT_RATE = 16  # a multi_grid rate (the v3 paper's grids go up to 4); a sanity bound on what a config may ask
 
 
 def resnet_stem(x, stem: str, width_multiplier: float, norm: NormSettings, layout: str = "keras"):
@@ -153,12 +154,18 @@ def resnet_features(
     constants.check_output_stride(output_stride)
     if depth not in constants.RESNET_STAGE_BLOCKS:
         raise ValueError(f"ResNet depth must be one of {sorted(constants.RESNET_STAGE_BLOCKS)}, got {depth!r}")
-    if not 0 <= extra_blocks <= constants.MAX_EXTRA_BLOCKS:
-        raise ValueError(f"extra_blocks must be in 0..{constants.MAX_EXTRA_BLOCKS}, got {extra_blocks}")
+    whole = isinstance(extra_blocks, int) and not isinstance(extra_blocks, bool)
+    if not whole or not 0 <= extra_blocks <= constants.MAX_EXTRA_BLOCKS:
+        raise ValueError(f"extra_blocks must be an integer in 0..{constants.MAX_EXTRA_BLOCKS}, got {extra_blocks!r}")
     last_units = constants.RESNET_STAGE_BLOCKS[depth][-1]
     unit_rates = tuple(multi_grid) if multi_grid else (1,) * last_units
-    if len(unit_rates) != last_units:
-        raise ValueError(f"multi_grid needs {last_units} unit rates (one per unit of block4), got {unit_rates}")
+    if len(unit_rates) != last_units or not all(
+        isinstance(rate, int) and not isinstance(rate, bool) and 1 <= rate <= MAX_UNIT_RATE for rate in unit_rates
+    ):
+        raise ValueError(
+            f"multi_grid needs {last_units} unit rates (one per unit of block4), integers from 1 to {MAX_UNIT_RATE}, "
+            f"got {unit_rates}"
+        )
 
     # (stage name, bottleneck width, units, stride, per-unit rate multipliers)
     stages = [

@@ -113,6 +113,8 @@ def xception65_features(
     official decoder input) and the exit flow's output at `output_stride` (2048*w channels). A unit that
     would stride once the output stride is reached runs at stride 1 and every later unit doubles its rate.
     """
+    if not isinstance(depthwise_relu, bool):
+        raise ValueError(f"depthwise_relu must be true or false, got {depthwise_relu!r}")
     constants.check_output_stride(output_stride)
     x = inputs
     for index, (filters, stride) in enumerate(zip(constants.XCEPTION65_STEM_FILTERS, (2, 1), strict=True), start=1):

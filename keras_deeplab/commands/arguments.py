@@ -48,9 +48,15 @@ def crf_parameter(text: str) -> tuple[str, float]:
             f"expected NAME=VALUE with NAME one of {', '.join(constants.DENSE_CRF)}, got {text!r}"
         )
     try:
-        return name, float(value)
+        number = float(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"{name}: expected a number, got {value!r}") from error
+    from keras_deeplab.crf import check_parameter  # numpy, no TensorFlow
+
+    try:
+        return name, check_parameter(name, number)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def crf_settings(args: argparse.Namespace) -> dict[str, float] | None:

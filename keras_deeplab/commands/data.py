@@ -82,7 +82,9 @@ def run_convert(args: argparse.Namespace) -> int:
 
     source = open_source(args.format, args.root, args.split, skip_bad=args.skip_bad, **_source_options(args))
     metadata = write_tfrecords(source, args.out, args.shards, split=args.split)
-    print(f"wrote {metadata['examples']} examples of {source.name} to {args.shards} shard(s) in {args.out}")
+    written = len(metadata["shards"])
+    fewer = f" (not {args.shards}: no shard is left empty)" if written < args.shards else ""
+    print(f"wrote {metadata['examples']} examples of {source.name} to {written} shard(s){fewer} in {args.out}")
     if metadata["skipped"]:
         print(source.skipped.report())
     return 0

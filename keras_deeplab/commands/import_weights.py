@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from keras_deeplab.commands.arguments import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="the .keras model file to write")
     parser.add_argument(
-        "--num-classes", type=int, help="logits channels, when not the source's: its logits are left out, fresh"
+        "--num-classes",
+        type=positive_int,
+        help="logits channels, when not the source's: its logits are left out, fresh",
     )
     parser.set_defaults(run=run)
 
@@ -26,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.out.endswith(".keras"):
         raise ValueError(f"{args.out}: the output must be a .keras file")
-    from keras_deeplab.files import atomic_path
+    from keras_deeplab.files import atomic_path, check_new_file
     from keras_deeplab.importing import import_weights
 
+    check_new_file(args.out)  # before the import's minutes, and naming --out, not atomic_path's temporary
     model = import_weights(args.source, num_classes=args.num_classes)
     with atomic_path(args.out) as temporary:
         model.save(temporary)

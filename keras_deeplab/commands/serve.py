@@ -11,6 +11,7 @@ from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_CRF_MB,
     DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_REQUEST_PIXELS,
@@ -50,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dataset", choices=sorted(DESCRIPTORS), help="the page's class names (default: from the number of classes)"
     )
+    parser.add_argument(
+        "--max-crf-mb",
+        type=float,
+        default=DEFAULT_MAX_CRF_MB,
+        help="the CRF's memory for one image, MiB (its worst case for the image's size; default %(default)s)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         crf=crf_settings(args),
         dataset=DESCRIPTORS[args.dataset] if args.dataset else None,
+        max_crf_mb=args.max_crf_mb,
     )
     try:
         server = make_http_server(

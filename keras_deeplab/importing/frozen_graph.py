@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from keras_deeplab.importing.sources import SourceWeights, WeightImportError, is_variable_name
+from keras_deeplab.importing.sources import MAX_GRAPH_BYTES, SourceWeights, WeightImportError, is_variable_name
 
 
 def read(path: str) -> SourceWeights:
@@ -14,6 +16,14 @@ def read(path: str) -> SourceWeights:
     import tensorflow as tf
 
     graph = tf.compat.v1.GraphDef()
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        raise WeightImportError(f"{path}: cannot read it ({error.strerror or error})") from error
+    if size > MAX_GRAPH_BYTES:
+        raise WeightImportError(
+            f"{path}: {size} bytes, over a GraphDef's limit of {MAX_GRAPH_BYTES} (protobuf's 2 GiB)"
+        )
     try:
         with open(path, "rb") as file:
             graph.ParseFromString(file.read())

@@ -30,9 +30,11 @@ def source_kind(path: str) -> str:
 def read_source(path: str | os.PathLike) -> SourceWeights:
     """The weights of a published DeepLab file, by its kind (see `source_kind`)."""
     path = os.fspath(path)
+    if not os.path.exists(path) and not os.path.isfile(f"{path}.index"):  # before its kind, told by its name
+        raise WeightImportError(f"{path}: no such file (nor a TF1 checkpoint {path}.index)")
     kind = source_kind(path)
     if kind != "checkpoint" and not os.path.isfile(path):
-        raise WeightImportError(f"{path}: no such file")
+        raise WeightImportError(f"{path}: not a file")
     if kind == "tarball":
         return tarball.read(path)
     if kind == "tflite":

@@ -9,6 +9,13 @@ import numpy as np
 # Last name component of the variables a TF1 slim DeepLab holds (optimizer slots, global_step and the like
 # end otherwise and are not weights).
 VARIABLE_SUFFIXES = ("weights", "depthwise_weights", "biases", "gamma", "beta", "moving_mean", "moving_variance")
+# What the importer reads, checked before reading (issue 24: a 148-byte tar.gz holding a sparse 12 GB frozen graph
+# took past 8 GB). A GraphDef is a protobuf, which cannot exceed 2 GiB; the files of one tarball that are
+# extracted (checkpoints and graphs only) may add up to 4 GiB, twice the largest model-zoo release's (Xception-71
+# Cityscapes, under 1 GB unpacked); and a tarball may list this many entries.
+MAX_GRAPH_BYTES = 2**31 - 1
+MAX_EXTRACTED_BYTES = 4 * 2**30
+MAX_TARBALL_MEMBERS = 10_000
 
 
 class WeightImportError(ValueError):

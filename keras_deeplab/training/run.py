@@ -37,6 +37,7 @@ from keras_deeplab.training.strategy import (
 )
 from keras_deeplab.visualize import colorize
 from keras_deeplab.weights import copy_layer_weights, layer_weights, weights_digest
+from pipelines.source import data_errors
 
 # What TensorFlow raises in a worker whose peer is gone: the collectives abort (UNAVAILABLE when the peer's
 # port refuses, or when the coordination service's heartbeats (10 s) find it gone), or are cancelled/aborted.
@@ -94,7 +95,7 @@ def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool
     with dtype_policy(policy):
         run = TrainingRun(recipe, strategy, policy, progress)
     try:
-        with dtype_policy(policy):
+        with dtype_policy(policy), data_errors(train_source):  # evaluation raises its own
             run.loop(run.restore_or_initialise(), train_source, eval_source)
         final_model = run.single_device_model()
         result = {
