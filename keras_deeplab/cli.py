@@ -11,30 +11,28 @@ SIGPIPE shows in a shell; nothing printed).
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import select
 import sys
 from collections.abc import Sequence
 
 from keras_deeplab import quiet
-
-COMMAND_MODULES = tuple(
-    f"keras_deeplab.commands.{name}"
-    for name in (
-        "info",
-        "train",
-        "evaluate",
-        "data",
-        "export",
-        "serve",
-        "client",
-        "predict",
-        "convert_tflite",
-        "demo",
-        "import_weights",
-    )
+from keras_deeplab.commands import (
+    client,
+    convert_tflite,
+    data,
+    demo,
+    evaluate,
+    export,
+    import_weights,
+    info,
+    predict,
+    serve,
+    train,
 )
+
+# In the order of `--help`; each module's register() adds its subcommand.
+COMMANDS = (info, train, evaluate, data, export, serve, client, predict, convert_tflite, demo, import_weights)
 VERBOSE_VARIABLE = "KERAS_DEEPLAB_VERBOSE"
 # What a user's mistake raises: ValueError (bad values, recipes, data, weight and model files) and OSError
 # (missing or unwritable files, ports in use, a server that does not answer, a full disk), FloatingPointError
@@ -50,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common_options(parser, False)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for command in COMMANDS:
+        command.register(subparsers)
     for subparser in subparsers.choices.values():
         _add_common_options(subparser, argparse.SUPPRESS)
     return parser

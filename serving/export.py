@@ -31,6 +31,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_deeplab import constants
@@ -59,7 +60,6 @@ class DeepLabServing(tf.Module):
         self.num_classes = int(model.output.shape[-1])
         self.with_scores = bool(scores)
         self.max_pixels = int(max_pixels)
-        self._png_dtype = tf.uint8 if self.num_classes <= 256 else tf.uint16
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name=IMAGES_INPUT)])
     def logits(self, images: tf.Tensor) -> tf.Tensor:
@@ -132,11 +132,17 @@ class DeepLabServing(tf.Module):
         class_map = results[CLASS_MAP_OUTPUT]
 
         def encode_png(index):
-            cut = class_map[index, : sizes[index, 0], : sizes[index, 1]]
-            return tf.io.encode_png(tf.cast(cut, self._png_dtype)[..., tf.newaxis])
+            return class_map_png(class_map[index, : sizes[index, 0], : sizes[index, 1]], self.num_classes)
 
         pngs = tf.map_fn(encode_png, tf.range(tf.shape(sizes)[0]), fn_output_signature=tf.string)
         return {**results, HEIGHT_OUTPUT: sizes[:, 0], WIDTH_OUTPUT: sizes[:, 1], CLASS_MAP_PNG_OUTPUT: pngs}
+
+
+def class_map_png(class_map: tf.Tensor | np.ndarray, num_classes: int) -> tf.Tensor:
+    """One class map (H, W) as every answer of an export carries it: a grey PNG whose values are class ids, 8-bit
+    up to 256 classes, 16-bit above (also the CRF's maps of serve --crf)."""
+    dtype = tf.uint8 if num_classes <= 256 else tf.uint16
+    return tf.io.encode_png(tf.cast(class_map, dtype)[..., tf.newaxis])
 
 
 def tf_error_message(error: tf.errors.OpError) -> str:

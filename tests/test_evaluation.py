@@ -87,6 +87,19 @@ def test_evaluate_command_prints_json_with_the_issue_keys(model, tmp_path, capsy
     )
 
 
+def test_evaluate_takes_the_dataset_source_options_of_data(model, tmp_path, capsys):
+    """The source options are one group shared with `data check/convert`: a synthetic split of 3 images of 48 px
+    with its own seed is the one evaluated (before, evaluate could not name a TFDS dataset or these)."""
+    model.save(tmp_path / "model.keras")
+    argv = ["evaluate", "--model", str(tmp_path / "model.keras"), "--format", "synthetic", "--json"]
+    argv += ["--num-examples", "3", "--image-size", "48", "--seed", "7"]
+    assert cli.main(argv) == 0
+    results = json.loads(capsys.readouterr().out)
+    expected = evaluate_model(model, synthetic_source("val", num_examples=3, image_size=48, seed=7))
+    assert results["examples"] == 3
+    assert results["per_class_iou"] == pytest.approx(expected["per_class_iou"], abs=1e-6)
+
+
 def test_evaluate_table_has_a_progress_bar_only_on_a_terminal(model, tmp_path, capsys, monkeypatch):
     model.save(tmp_path / "model.keras")
     argv = ["evaluate", "--model", str(tmp_path / "model.keras"), "--format", "synthetic", "--max-examples", "2"]

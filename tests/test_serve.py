@@ -23,8 +23,9 @@ from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import VOC
 from keras_deeplab.loading import load_model
 from serving.client import ServingError, predict_class_maps
+from serving.rest_api import RestApi
 from serving.rest_json import outputs_to_json
-from serving.server import RestApi, make_http_server
+from serving.server import make_http_server
 
 MAX_PIXELS = 60 * 60
 MAX_REQUEST_PIXELS = 3 * 50 * 50

@@ -1,4 +1,6 @@
-"""Argument types shared by several subcommands (argparse `type=` functions; no TensorFlow)."""
+"""What several subcommands share: argument types (argparse `type=` functions), option groups declared once
+(model stride and precision, the CRF, the dataset source, progress) and the readers of their values. No
+TensorFlow is imported here."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from keras_deeplab import constants
 from keras_deeplab.scales import parse_scales
+from pipelines.formats import FORMATS
 
 
 def scales(text: str) -> tuple[float, ...]:
@@ -120,6 +123,63 @@ def crf_grid(text: str) -> tuple[str, tuple[float, ...]]:
     if not parsed:
         raise argparse.ArgumentTypeError(f"{name}: expected comma-separated values, got {text!r}")
     return name, tuple(parsed)
+
+
+def add_output_stride_option(parser: argparse.ArgumentParser, help: str, default: int | None = None) -> None:
+    """`--output-stride 8|16|32`."""
+    parser.add_argument("--output-stride", type=int, default=default, choices=constants.OUTPUT_STRIDES, help=help)
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """`--precision`: the arithmetic a model runs in."""
+    parser.add_argument(
+        "--precision", choices=constants.PRECISIONS, default="float32", help="arithmetic (auto: bfloat16 where native)"
+    )
+
+
+def add_crf_options(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--crf` (what the CRF does for this command: `help`) and `--crf-param NAME=VALUE`; read by `crf_settings`."""
+    group = parser.add_argument_group("fully connected CRF")
+    group.add_argument("--crf", action="store_true", help=help)
+    group.add_argument(
+        "--crf-param",
+        type=crf_parameter,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"a CRF parameter other than its default ({', '.join(constants.DENSE_CRF)})",
+    )
+
+
+def add_source_options(parser: argparse.ArgumentParser, split_default: str | None = None) -> None:
+    """Where a dataset split is read from: `--format`, `--root`, `--split` (required unless `split_default`) and
+    each format's own options; `source_options(args)` gives the latter to `pipelines.open_source`."""
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--format", required=True, choices=FORMATS, help="how the dataset is stored")
+    group.add_argument("--root", help="dataset folder (TFDS: data_dir; not used by synthetic)")
+    group.add_argument(
+        "--split",
+        required=split_default is None,
+        default=split_default,
+        help="e.g. train, val, train_aug, training, all" + (f" (default {split_default})" if split_default else ""),
+    )
+    group.add_argument("--tfds-name", help="TFDS dataset: oxford_iiit_pet, scene_parse150, cityscapes")
+    group.add_argument("--num-examples", type=int, help="synthetic: examples to generate")
+    group.add_argument("--image-size", type=int, help="synthetic: image side in pixels")
+    group.add_argument("--seed", type=int, help="synthetic: generator seed")
+    group.add_argument("--num-classes", type=int, help="tfrecord: classes of shards that have no .json")
+
+
+def source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The format options of `add_source_options` that were given, as `pipelines.open_source` keywords."""
+    given = {
+        "dataset": args.tfds_name,
+        "num_examples": args.num_examples,
+        "image_size": args.image_size,
+        "seed": args.seed,
+        "num_classes": args.num_classes,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:

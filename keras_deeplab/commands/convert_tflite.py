@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from keras_deeplab import constants
-from keras_deeplab.commands.arguments import positive_int
+from keras_deeplab.commands.arguments import add_output_stride_option, positive_int
 from serving.settings import DEFAULT_MIN_AGREEMENT, QUANTIZATIONS
 
 
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="folder for <stem>_<variant>_<size>.tflite")
     parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS))
     parser.add_argument("--input-size", type=positive_int, default=constants.CROP_SIZE, help="S of (1, S, S, 3)")
-    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="rebuild at this stride")
+    add_output_stride_option(parser, "rebuild at this stride")
     parser.add_argument("--format", default="synthetic", help="dataset format of the check and calibration images")
     parser.add_argument("--root", help="dataset folder (not used by synthetic)")
     parser.add_argument("--split", default="val", help="split of the images the variants are checked on")

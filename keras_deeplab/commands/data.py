@@ -6,29 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from pipelines.formats import FORMATS
-
-
-def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--root", help="dataset folder (TFDS: data_dir; not used by synthetic)")
-    parser.add_argument("--split", required=True, help="e.g. train, val, train_aug, training, all")
-    parser.add_argument("--tfds-name", help="TFDS dataset: oxford_iiit_pet, scene_parse150, cityscapes")
-    parser.add_argument("--num-examples", type=int, help="synthetic: examples to generate")
-    parser.add_argument("--image-size", type=int, help="synthetic: image side in pixels")
-    parser.add_argument("--seed", type=int, help="synthetic: generator seed")
-    parser.add_argument("--num-classes", type=int, help="tfrecord: classes of shards that have no .json")
-
-
-def _source_options(args: argparse.Namespace) -> dict[str, Any]:
-    given = {
-        "dataset": args.tfds_name,
-        "num_examples": args.num_examples,
-        "image_size": args.image_size,
-        "seed": args.seed,
-        "num_classes": args.num_classes,
-    }
-    return {key: value for key, value in given.items() if value is not None}
+from keras_deeplab.commands.arguments import add_source_options, source_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,12 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = data.add_subparsers(dest="data_command", required=True, metavar="{check,convert}")
 
     check = commands.add_parser("check", help="read and validate every pair; count sizes and class pixels")
-    _add_source_arguments(check)
+    add_source_options(check)
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(run=run_check)
 
     convert = commands.add_parser("convert", help="write a split as TFRecord shards of tf.Example")
-    _add_source_arguments(convert)
+    add_source_options(convert)
     convert.add_argument("--out", required=True, help="output folder")
     convert.add_argument("--shards", type=int, default=1)
     convert.add_argument("--skip-bad", action="store_true", help="skip bad pairs (listed at the end)")
@@ -52,7 +30,7 @@ def run_check(args: argparse.Namespace) -> int:
     """Print the check; exit status 1 when any pair is bad."""
     from pipelines.check import check_dataset
 
-    report = check_dataset(args.format, args.root, args.split, **_source_options(args))
+    report = check_dataset(args.format, args.root, args.split, **source_options(args))
     if args.json:
         print(json.dumps(report))
     else:
@@ -80,7 +58,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from pipelines.formats import open_source
     from pipelines.tfrecord import write_tfrecords
 
-    source = open_source(args.format, args.root, args.split, skip_bad=args.skip_bad, **_source_options(args))
+    source = open_source(args.format, args.root, args.split, skip_bad=args.skip_bad, **source_options(args))
     metadata = write_tfrecords(source, args.out, args.shards, split=args.split)
     written = len(metadata["shards"])
     fewer = f" (not {args.shards}: no shard is left empty)" if written < args.shards else ""

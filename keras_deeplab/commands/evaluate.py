@@ -8,13 +8,17 @@ import json
 
 from keras_deeplab import constants
 from keras_deeplab.commands.arguments import (
+    add_crf_options,
+    add_output_stride_option,
+    add_precision_option,
     add_progress_option,
+    add_source_options,
     crf_grid,
-    crf_parameter,
     crf_settings,
     positive_int,
     progress_bar_wanted,
     scales,
+    source_options,
 )
 
 
@@ -26,25 +30,13 @@ def _widths(text: str) -> tuple[int, ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="mIoU of a trained model on a dataset split, full resolution")
     parser.add_argument("--model", required=True, help="a .keras file, a training run folder or a published file")
-    parser.add_argument("--format", required=True, help="dataset format, e.g. voc, cityscapes, ade20k, synthetic")
-    parser.add_argument("--root", default=None, help="dataset folder (not needed for synthetic)")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--output-stride", type=int, default=None, choices=constants.OUTPUT_STRIDES)
-    parser.add_argument(
-        "--precision", choices=constants.PRECISIONS, default="float32", help="arithmetic (auto: bfloat16 where native)"
-    )
+    add_source_options(parser, split_default="val")
+    add_output_stride_option(parser, "rebuild the model at this stride (default: the model's)")
+    add_precision_option(parser)
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="average with the left-right flipped image")
     parser.add_argument("--max-examples", type=positive_int, default=None, help="only the first N examples")
-    parser.add_argument("--crf", action="store_true", help="also score after the fully connected CRF")
-    parser.add_argument(
-        "--crf-param",
-        type=crf_parameter,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help=f"a CRF parameter other than its default ({', '.join(constants.DENSE_CRF)})",
-    )
+    add_crf_options(parser, "also score after the fully connected CRF")
     parser.add_argument(
         "--crf-search",
         action="store_true",
@@ -74,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         extension()  # before the model is loaded
         grid = dict(args.crf_grid) or constants.DENSE_CRF_SEARCH_GRID
         model = load_model(args.model, args.output_stride, args.precision)
-        source = open_source(args.format, args.root, args.split)
+        source = open_source(args.format, args.root, args.split, **source_options(args))
         scored = crf_grid_search(
             model,
             source,
@@ -104,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         crf=crf,
         trimap_widths=args.trimap,
         report_dir=args.report,
+        **source_options(args),
     )
     print(json.dumps(results) if args.json else format_table(results))
     if args.report and not args.json:

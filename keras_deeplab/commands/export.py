@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from keras_deeplab import constants
-from keras_deeplab.commands.arguments import positive_int
+from keras_deeplab.commands.arguments import add_output_stride_option, add_precision_option, positive_int
 from serving.settings import DEFAULT_MAX_PIXELS, IMAGES_SIGNATURE, SERVING_SIGNATURE
 
 
@@ -15,10 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="a .keras model file or a training run folder")
     parser.add_argument("--out", required=True, help="model base path; the version is a sub-folder")
     parser.add_argument("--version", type=int, help="version number (default: one above the highest there)")
-    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="rebuild at this stride")
-    parser.add_argument(
-        "--precision", choices=constants.PRECISIONS, default="float32", help="arithmetic (auto: bfloat16 where native)"
-    )
+    add_output_stride_option(parser, "rebuild at this stride")
+    add_precision_option(parser)
     parser.add_argument("--scores", action="store_true", help="also return the class probabilities")
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest height x width")
     parser.set_defaults(run=run)

@@ -7,14 +7,14 @@ import json
 
 from keras_deeplab import constants
 from keras_deeplab.backbones import BACKBONES
-from keras_deeplab.commands.arguments import backbone_options, name_value
+from keras_deeplab.commands.arguments import add_output_stride_option, backbone_options, name_value
 from keras_deeplab.descriptors import VOC
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="parameter count and multiply-adds of a configuration")
     parser.add_argument("--backbone", default="resnet101", choices=BACKBONES)
-    parser.add_argument("--output-stride", type=int, default=16, choices=constants.OUTPUT_STRIDES)
+    add_output_stride_option(parser, "input size / feature size", default=16)
     parser.add_argument("--input-size", type=int, default=constants.CROP_SIZE)
     parser.add_argument("--num-classes", type=int, default=VOC.num_classes, help="logits channels (default: VOC's)")
     parser.add_argument("--decoder", action="store_true", help="DeepLabv3+ decoder")

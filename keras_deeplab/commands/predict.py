@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from keras_deeplab import constants
-from keras_deeplab.commands.arguments import crf_parameter, crf_settings, number_pair, positive_int, scales
+from keras_deeplab.commands.arguments import (
+    add_crf_options,
+    add_output_stride_option,
+    add_precision_option,
+    crf_settings,
+    number_pair,
+    positive_int,
+    scales,
+)
 from keras_deeplab.descriptors import DESCRIPTORS
 from serving.settings import DEFAULT_MAX_PIXELS
 
@@ -21,15 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg (with a legend)")
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also predict the left-right mirrored image")
-    parser.add_argument("--output-stride", type=int, choices=constants.OUTPUT_STRIDES, help="Keras models only")
-    parser.add_argument(
-        "--precision", choices=constants.PRECISIONS, default="float32", help="arithmetic (auto: bfloat16 where native)"
-    )
+    add_output_stride_option(parser, "Keras models only: rebuild at this stride")
+    add_precision_option(parser)
     parser.add_argument("--input-range", type=number_pair, help=".tflite only: pixel range it takes, e.g. -1,1")
-    parser.add_argument("--crf", action="store_true", help="refine with the fully connected CRF (DeepLab v1/v2)")
-    parser.add_argument(
-        "--crf-param", type=crf_parameter, action="append", default=[], metavar="NAME=VALUE", help="a CRF parameter"
-    )
+    add_crf_options(parser, "refine with the fully connected CRF (DeepLab v1/v2)")
     parser.add_argument(
         "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W (default %(default)s)"
     )

@@ -1,11 +1,11 @@
-"""`keras-deeplab serve`: a SavedModel export over TF Serving's REST API (see serving/server.py), and a page at `/`
+"""`keras-deeplab serve`: a SavedModel export over TF Serving's REST API (see serving/rest_api.py), and a page at `/`
 to try it in a browser (serving/page.py)."""
 
 from __future__ import annotations
 
 import argparse
 
-from keras_deeplab.commands.arguments import crf_parameter, crf_settings, positive_int
+from keras_deeplab.commands.arguments import add_crf_options, crf_settings, positive_int
 from keras_deeplab.descriptors import DESCRIPTORS
 from serving.settings import (
     DEFAULT_HOST,
@@ -44,10 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-concurrent", type=positive_int, default=DEFAULT_MAX_CONCURRENT, help="predictions at once"
     )
     parser.add_argument("--quiet", action="store_true", help="no line per request")
-    parser.add_argument("--crf", action="store_true", help="class maps refined by the fully connected CRF")
-    parser.add_argument(
-        "--crf-param", type=crf_parameter, action="append", default=[], metavar="NAME=VALUE", help="a CRF parameter"
-    )
+    add_crf_options(parser, "class maps refined by the fully connected CRF")
     parser.add_argument(
         "--dataset", choices=sorted(DESCRIPTORS), help="the page's class names (default: from the number of classes)"
     )
@@ -61,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.server import RestApi, make_http_server
+    from serving.rest_api import RestApi
+    from serving.server import make_http_server
 
     api = RestApi(
         args.base_path,
