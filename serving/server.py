@@ -42,7 +42,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_deeplab.crf import default_threads, dense_crf, memory_bound, release_memory
 from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
-from pipelines.decode import PixelLimitError, read_image_header
+from pipelines.image_header import PixelLimitError, read_image_header
 from serving.export import tf_error_message
 from serving.page import CONTENT_SECURITY_POLICY, PAGE_PATHS, page_html
 from serving.predict import decode_photo
