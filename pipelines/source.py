@@ -31,10 +31,10 @@ from pipelines.decode import (
     label_table,
     map_labels,
     read_file,
-    read_image_header,
     read_pair,
 )
 from pipelines.errors import DataError, SkippedExamples
+from pipelines.image_header import read_image_header
 
 Example = tuple[np.ndarray, np.ndarray, str]
 READ_THREADS = 4  # PIL releases the GIL while decoding, so eager reads overlap

@@ -35,7 +35,7 @@ LAYERS = (
                "keras_deeplab.heads", "keras_deeplab.weights", "keras_deeplab.model", "keras_deeplab.complexity",
                "keras_deeplab.losses", "keras_deeplab.metrics", "keras_deeplab.inference", "keras_deeplab.visualize",
                "keras_deeplab.checkpoints", "keras_deeplab.loading", "keras_deeplab.crf",
-               "keras_deeplab._crf_mean_field", "keras_deeplab.trimap",
+               "keras_deeplab._crf_mean_field", "keras_deeplab.trimap", "keras_deeplab.conv_gradients",
                "keras_deeplab.litert", "keras_deeplab.importing", "keras_deeplab.importing.*",
                "keras_deeplab.precision")),
     ("training", ("keras_deeplab.recipe", "keras_deeplab.evaluation", "keras_deeplab.report", "keras_deeplab.training",

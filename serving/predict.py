@@ -24,7 +24,7 @@ from keras_deeplab.files import make_folder
 from keras_deeplab.inference import PredictLogits, class_probabilities
 from keras_deeplab.loading import is_run_folder, load_model
 from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png, with_legend
-from pipelines.decode import ACCEPTED_IMAGE_FORMATS, apply_orientation, read_image_header
+from pipelines.image_header import ACCEPTED_IMAGE_FORMATS, apply_orientation, read_image_header
 from serving.export import tf_error_message
 from serving.settings import DEFAULT_MAX_PIXELS, model_versions
 from serving.tflite import TFLiteModel

@@ -34,7 +34,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_deeplab.crf import default_threads, dense_crf, memory_bound, release_memory
 from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
-from pipelines.decode import PixelLimitError, read_image_header
+from pipelines.image_header import PixelLimitError, read_image_header
 from serving.export import class_map_png, tf_error_message
 from serving.predict import decode_photo
 from serving.rest_json import RestError, inputs_to_arrays, instances_to_arrays, outputs_to_json

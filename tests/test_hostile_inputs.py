@@ -14,9 +14,9 @@ from PIL import Image, ImageOps
 from pipelines_fixtures import blocky_mask, photo, save_palette_png, write_folder, write_voc
 
 from keras_deeplab.cli import main
-from pipelines.decode import ACCEPTED_IMAGE_FORMATS, apply_orientation, read_image_header
 from pipelines.errors import DataError
 from pipelines.formats import open_source
+from pipelines.image_header import ACCEPTED_IMAGE_FORMATS, apply_orientation, read_image_header
 from pipelines.readers import open_folder, open_voc
 
 

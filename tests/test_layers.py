@@ -58,7 +58,7 @@ def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(size, rate, kern
 def test_conv_on_a_gpu_is_tensorflows_own_with_its_own_gradient(monkeypatch, rate):
     """Where a GPU is visible, cuDNN's kernels run forward and backward: the gradient graph holds the
     dilated Conv2DBackpropInput/Filter, not the CPU form (built here, not run: this machine has no GPU)."""
-    from keras_deeplab import layers
+    from keras_deeplab import conv_gradients
 
     real = tf.config.list_logical_devices
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
@@ -67,7 +67,7 @@ def test_conv_on_a_gpu_is_tensorflows_own_with_its_own_gradient(monkeypatch, rat
     def gradients(x, k):
         with tf.GradientTape() as tape:
             tape.watch([x, k])
-            y = layers.stride1_conv2d(x, k, (rate, rate), "same")
+            y = conv_gradients.stride1_conv2d(x, k, (rate, rate), "same")
         return tape.gradient(y, [x, k])
 
     graph = tf.function(gradients).get_concrete_function(pixels, kernel).graph.as_graph_def()

@@ -153,12 +153,20 @@ def test_a_second_strategy_in_one_process_runs_synchronized_batch_norm_of_other_
     for channels in (8, 16):
         strategy = make_strategy(TWO_CPUS)
         with strategy.scope():
-            norm = keras.layers.BatchNormalization(synchronized=True)
+            norm = keras.layers.BatchNormalization(synchronized=True, momentum=0.5)
             norm.build((None, 3, 3, channels))
-        images = tf.data.Dataset.from_tensors(tf.ones((4, 3, 3, channels)))  # one global batch of 4
+        # One global batch of 4 whose halves (one per replica) have different statistics: each replica must
+        # normalize with the whole batch's mean and variance, not its own half's.
+        pixels = np.arange(4 * 3 * 3 * channels, dtype="float32").reshape(4, 3, 3, channels) % 7
+        pixels[2:] = 3 * pixels[2:] + 5
+        images = tf.data.Dataset.from_tensors(pixels)
         batch = next(iter(strategy.experimental_distribute_dataset(images)))
         outputs = strategy.run(tf.function(lambda x, norm=norm: norm(x, training=True)), (batch,))
-        assert all(np.all(np.isfinite(part)) for part in strategy.experimental_local_results(outputs))
+        got = np.concatenate([np.asarray(part) for part in strategy.experimental_local_results(outputs)])
+        mean, variance = pixels.mean(axis=(0, 1, 2)), pixels.var(axis=(0, 1, 2))
+        np.testing.assert_allclose(got, (pixels - mean) / np.sqrt(variance + norm.epsilon), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(norm.moving_mean.numpy(), 0.5 * mean, rtol=1e-5)
+        np.testing.assert_allclose(norm.moving_variance.numpy(), 0.5 + 0.5 * variance, rtol=1e-5)
 
 
 def test_the_fast_cpu_convs_give_keras_plain_gradients_through_the_whole_network(monkeypatch):
