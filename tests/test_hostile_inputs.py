@@ -501,7 +501,10 @@ def test_serve_refuses_a_port_past_65535(capsys):
         ("[]", "TF_CONFIG is '[]'; expected {"),
         ('{"cluster": ["h:1"], "task": {"type": "worker", "index": 0}}', "TF_CONFIG's cluster is [\"h:1\"]: each job"),
         ('{"cluster": {"worker": "h:1"}, "task": {"type": "worker", "index": 0}}', "TF_CONFIG's cluster is {\"worker"),
-        ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}', "TF_CONFIG's task is {\"type"),
+        ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}',
+         "TF_CONFIG's task is {\"type\": \"chief\", \"index\": 0}: its type must name a job of the cluster"),
+        ('{"cluster": {"worker": ["h:1"]}, "task": {"type": ["worker"], "index": 0}}',
+         "TF_CONFIG's task is {\"type\": [\"worker\"]"),
         *(
             (f'{{"cluster": {{"worker": ["h:1", "h:2"]}}, "task": {{"type": "worker", "index": {index}}}}}',
              f"TF_CONFIG's task index is {index}: expected a whole number from 0 to 1 (the worker job lists 2)")

@@ -30,7 +30,7 @@ def make_strategy(settings: DistributionSettings) -> tf.distribute.Strategy:
         kind = "multi_worker" if cluster_size() > 1 else "mirrored"
     if kind == "multi_worker":
         config = tf_config()
-        if config:  # the first collective waits, silently, until every task has started
+        if "task" in config:  # the first collective waits, silently, until every task has started
             task, jobs = config["task"], config["cluster"]
             others = ", ".join(
                 f"{job} {index} ({address})"
@@ -87,8 +87,9 @@ def cluster_sum(strategy: tf.distribute.Strategy, value: int) -> int:
 
 
 def tf_config() -> dict:
-    """The TF_CONFIG variable's {"cluster": {job: ["host:port", ...]}, "task": {"type": job, "index": i}}, checked;
-    {} when it is unset or empty. ValueError naming TF_CONFIG and what was expected otherwise."""
+    """The TF_CONFIG variable's {"cluster": {job: ["host:port", ...]}, "task": {"type": job, "index": i}} (the task
+    may be left out), checked; {} when it is unset or empty. ValueError naming TF_CONFIG and what was expected
+    otherwise."""
     text = os.environ.get("TF_CONFIG", "").strip()
     if not text:
         return {}
@@ -105,10 +106,10 @@ def tf_config() -> dict:
         for addresses in cluster.values()
     ):
         raise ValueError(f"TF_CONFIG's cluster is {json.dumps(cluster)[:80]}: each job must list addresses; {expected}")
-    if not isinstance(task, dict) or task.get("type") not in cluster:
-        raise ValueError(
-            f"TF_CONFIG's task is {json.dumps(task)[:80]}: its type must be a job of the cluster; {expected}"
-        )
+    if task is None and "task" not in config:  # a cluster alone: TensorFlow's resolver allows it
+        return config
+    if not isinstance(task, dict) or not isinstance(task.get("type"), str) or task["type"] not in cluster:
+        raise ValueError(f"TF_CONFIG's task is {json.dumps(task)[:80]}: its type must name a job of the cluster")
     index, size = task.get("index"), len(cluster[task["type"]])
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < size:
         raise ValueError(
