@@ -28,8 +28,9 @@ DEFAULT_MAX_REQUEST_PIXELS = 4096 * 4096
 DEFAULT_MAX_INSTANCES = 64
 # What the fully connected CRF may take for one image of a `serve --crf` request, in MiB: `crf.memory_bound` of
 # its size, classes and the server's CRF threads (a worst case, 7 KB per pixel with 21 classes on 2 threads,
-# 12 KB on 8), checked from the image headers before decoding. 4 GiB admits a VOC photo (500x375) with room
-# for 150 classes, and leaves a 24 GB machine room for the model; the CRF runs one image at a time.
+# 12 KB on 8), checked from the image headers before decoding. 4 GiB admits a VOC photo (500x375) of 21 classes
+# on 8 threads (2.3 GB) or a 770x770 image on 2, and leaves a 24 GB machine room for the model; the CRF runs
+# one image at a time.
 DEFAULT_MAX_CRF_MB = 4096
 VERSION_PATTERN = re.compile(r"^[0-9]+$")  # version folders, as TF Serving reads them
 

@@ -116,3 +116,17 @@ def test_without_the_extension_the_crf_says_what_is_missing_and_the_rest_works(t
     assert not (tmp_path / "crf").exists()  # refused before any work
     assert main(command) == 0  # everything but the CRF works
     assert (tmp_path / "crf" / "bird_segmentation.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_extension_under_the_sanitizers_finds_nothing_in_a_few_seconds():
+    """scripts/sanitize_crf.py, briefly (the issue 24 run: --seconds 60, in the README): the extension built with
+    AddressSanitizer and UndefinedBehaviorSanitizer, called with random and extreme inputs, reports nothing."""
+    found = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    if shutil.which("g++") is None or not os.path.isabs(found):
+        pytest.skip("no g++ with the AddressSanitizer runtime")
+    command = [sys.executable, str(ROOT / "scripts" / "sanitize_crf.py"), "--seconds", "3"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sanitize_crf: no findings" in run.stdout
+    assert "python driver:" in run.stdout and "c++ driver:" in run.stdout

@@ -460,3 +460,75 @@ def test_predict_runs_a_keras_model_as_one_graph_for_every_image_size(tmp_path_f
     for height, width in ((33, 47), (64, 20)):
         assert predictor.predict_logits(tf.zeros((1, height, width, 3))).shape[1:3] == (height, width)
     assert predictor.predict_logits.experimental_get_tracing_count() == 1
+
+
+def tf1_checkpoint(folder) -> str:
+    """A TF1 checkpoint of one weight variable, as the model zoo's are written (Saver)."""
+    prefix = str(folder / "model.ckpt-5")
+    with tf.Graph().as_default():
+        variable = tf.compat.v1.get_variable("conv/weights", initializer=tf.ones((4, 4)))
+        with tf.compat.v1.Session() as session:
+            session.run(variable.initializer)
+            tf.compat.v1.train.Saver().save(session, prefix, write_meta_graph=False)
+    return prefix
+
+
+def test_a_checkpoint_whose_data_file_is_missing_or_cut_short_is_one_line(tmp_path, capsys):
+    # Issue 24 row 11: an .index without its data file, or a data file cut to 100 bytes: tracebacks.
+    prefix = tf1_checkpoint(tmp_path)
+    data = f"{prefix}.data-00000-of-00001"
+    os.truncate(data, 20)
+    expected = f"keras-deeplab import-weights: error: {prefix}: its data files ({prefix}.data-*) are missing or damaged"
+    assert main(["import-weights", prefix, "--out", str(tmp_path / "m.keras")]) == 1
+    assert capsys.readouterr().err.startswith(expected)
+    os.unlink(data)
+    assert main(["import-weights", prefix, "--out", str(tmp_path / "m.keras")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and "No such file or directory" in err and len(err.splitlines()) == 1
+
+
+def test_serve_refuses_a_port_past_65535(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "export", "--port", "70000"])
+    assert exited.value.code == 2
+    assert "argument --port: expected a port from 0 to 65535, got 70000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("not json", "TF_CONFIG is not JSON (Expecting value: line 1 column 1 (char 0)); expected {"),
+        ("[]", "TF_CONFIG is '[]'; expected {"),
+        ('{"cluster": ["h:1"], "task": {"type": "worker", "index": 0}}', "TF_CONFIG's cluster is [\"h:1\"]: each job"),
+        ('{"cluster": {"worker": "h:1"}, "task": {"type": "worker", "index": 0}}', "TF_CONFIG's cluster is {\"worker"),
+        ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}',
+         "TF_CONFIG's task is {\"type\": \"chief\", \"index\": 0}: its type must name a job of the cluster"),
+        ('{"cluster": {"worker": ["h:1"]}, "task": {"type": ["worker"], "index": 0}}',
+         "TF_CONFIG's task is {\"type\": [\"worker\"]"),
+        *(
+            (f'{{"cluster": {{"worker": ["h:1", "h:2"]}}, "task": {{"type": "worker", "index": {index}}}}}',
+             f"TF_CONFIG's task index is {index}: expected a whole number from 0 to 1 (the worker job lists 2)")
+            for index in ("-1", '"0"', "1.5", "2", "true")
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_tf_config_is_one_line_naming_it(tmp_path, capsys, monkeypatch, config, message):
+    # Issue 24 rows 11 and 12: tracebacks, or "Expecting value: line 1 column 1" without the variable's name.
+    monkeypatch.setenv("TF_CONFIG", config)
+    assert main(["train", "--recipe", "demo", "--set", f"run_dir={tmp_path / 'run'}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"keras-deeplab train: error: {message}") and len(err.splitlines()) == 1
+
+
+def test_a_worker_says_which_peers_it_waits_for(monkeypatch, capsys):
+    # Issue 24 row 12: a valid TF_CONFIG whose peer never comes was silence for 45 s and more.
+    from keras_deeplab.recipe import DistributionSettings
+    from keras_deeplab.training import strategy
+
+    config = {"cluster": {"chief": ["h:1"], "worker": ["h:2", "h:3"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    monkeypatch.setattr(tf.distribute, "MultiWorkerMirroredStrategy", lambda: "joined")
+    assert strategy.make_strategy(DistributionSettings()) == "joined"
+    assert capsys.readouterr().out == (
+        "worker 0: waiting for the other tasks of TF_CONFIG to start: chief 0 (h:1), worker 1 (h:3)\n"
+    )

@@ -12,6 +12,8 @@ from keras_deeplab import constants
 from keras_deeplab.scales import parse_scales
 from pipelines.formats import FORMATS
 
+MAX_PORT = 65535
+
 
 def scales(text: str) -> tuple[float, ...]:
     """`--scales 0.5,0.75,1`: positive numbers, comma-separated."""
@@ -40,6 +42,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port: a whole number from 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to {MAX_PORT}, got {value}")
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_deeplab.commands.arguments import add_crf_options, crf_settings, positive_int
+from keras_deeplab.commands.arguments import add_crf_options, crf_settings, port, positive_int
 from keras_deeplab.descriptors import DESCRIPTORS
 from serving.settings import (
     DEFAULT_HOST,
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("base_path", help="export folder holding version sub-folders (export/deeplab)")
     parser.add_argument("--name", help="model name in the URL (default: the folder's name)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT)
     parser.add_argument("--num-versions", type=positive_int, default=1, help="serve the N highest versions")
     parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W")

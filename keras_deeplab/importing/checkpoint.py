@@ -23,11 +23,18 @@ def read(path: str) -> SourceWeights:
         names = reader.get_variable_to_dtype_map()
     except (tf.errors.OpError, ValueError) as error:
         raise WeightImportError(f"{path}: not a readable TF checkpoint ({error})") from error
-    tensors = {
-        name: np.asarray(reader.get_tensor(name), np.float32)
-        for name, dtype in names.items()
-        if is_variable_name(name) and dtype.is_floating
-    }
+    try:
+        tensors = {
+            name: np.asarray(reader.get_tensor(name), np.float32)
+            for name, dtype in names.items()
+            if is_variable_name(name) and dtype.is_floating
+        }
+    except (tf.errors.OpError, IndexError, ValueError) as error:  # IndexError: a data file cut short
+        message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        raise WeightImportError(
+            f"{path}: its data files ({prefix}.data-*) are missing or damaged; expected those written with the "
+            f"index ({message})"
+        ) from error
     if not tensors:
         raise WeightImportError(f"{path}: the checkpoint holds no weight variables")
     return SourceWeights(path=path, kind="checkpoint", tensors=tensors)

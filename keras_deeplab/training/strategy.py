@@ -29,6 +29,17 @@ def make_strategy(settings: DistributionSettings) -> tf.distribute.Strategy:
     if kind == "auto":
         kind = "multi_worker" if cluster_size() > 1 else "mirrored"
     if kind == "multi_worker":
+        config = tf_config()
+        if "task" in config:  # the first collective waits, silently, until every task has started
+            task, jobs = config["task"], config["cluster"]
+            others = ", ".join(
+                f"{job} {index} ({address})"
+                for job, addresses in jobs.items()
+                for index, address in enumerate(addresses)
+                if (job, index) != (task["type"], task["index"])
+            )
+            waiting = f"{task['type']} {task['index']}: waiting for the other tasks of TF_CONFIG to start: {others}"
+            print(waiting, flush=True)
         return tf.distribute.MultiWorkerMirroredStrategy()  # one per process: it joins the cluster
     tf.distribute.MirroredStrategy._collective_key_base = next(_strategies_made) * _COLLECTIVE_KEYS_PER_STRATEGY
     return tf.distribute.MirroredStrategy(settings.devices)
@@ -75,9 +86,42 @@ def cluster_sum(strategy: tf.distribute.Strategy, value: int) -> int:
     return int(total())
 
 
+def tf_config() -> dict:
+    """The TF_CONFIG variable's {"cluster": {job: ["host:port", ...]}, "task": {"type": job, "index": i}} (the task
+    may be left out), checked; {} when it is unset or empty. ValueError naming TF_CONFIG and what was expected
+    otherwise."""
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return {}
+    expected = 'expected {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not JSON ({error}); {expected}") from error
+    if not isinstance(config, dict) or not config:
+        raise ValueError(f"TF_CONFIG is {text[:80]!r}; {expected}")
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not all(
+        isinstance(addresses, list) and addresses and all(isinstance(address, str) for address in addresses)
+        for addresses in cluster.values()
+    ):
+        raise ValueError(f"TF_CONFIG's cluster is {json.dumps(cluster)[:80]}: each job must list addresses; {expected}")
+    if task is None and "task" not in config:  # a cluster alone: TensorFlow's resolver allows it
+        return config
+    if not isinstance(task, dict) or not isinstance(task.get("type"), str) or task["type"] not in cluster:
+        raise ValueError(f"TF_CONFIG's task is {json.dumps(task)[:80]}: its type must name a job of the cluster")
+    index, size = task.get("index"), len(cluster[task["type"]])
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < size:
+        raise ValueError(
+            f"TF_CONFIG's task index is {json.dumps(index)}: expected a whole number from 0 to {size - 1} "
+            f"(the {task['type']} job lists {size})"
+        )
+    return config
+
+
 def cluster_size() -> int:
     """Chief and worker tasks named by TF_CONFIG (0 without one)."""
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    cluster = tf_config().get("cluster", {})
     return sum(len(tasks) for name, tasks in cluster.items() if name in ("chief", "worker"))
 
 
