@@ -16,10 +16,7 @@ import fnmatch
 import sys
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (the dev extra)
-    import tomli as tomllib
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("keras_deeplab", "pipelines", "serving", "scripts")

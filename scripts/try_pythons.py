@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Install keras-deeplab into a fresh virtual environment per Python interpreter and segment a photo with the CRF.
 
-    python scripts/try_pythons.py                      # pyenv's 3.10, 3.11, 3.12 and 3.13, where they are installed
+    python scripts/try_pythons.py                      # pyenv's 3.11, 3.12 and 3.13, where they are installed
     python scripts/try_pythons.py /usr/bin/python3.12  # given interpreters
     python scripts/try_pythons.py --no-compiler        # installed with CC=false CXX=false: no CRF extension
 
@@ -28,7 +28,9 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "keras_deeplab" / "assets" / "published"
-PYENV_VERSIONS = ("3.10", "3.11", "3.12", "3.13")  # the versions TensorFlow 2.21 publishes wheels for
+# TensorFlow 2.21 publishes wheels for 3.10 too, but pip does not resolve the project's dependencies there (it
+# backtracks over tensorflow-datasets' for more than an hour), and 3.10 reached its end of life in October 2026.
+PYENV_VERSIONS = ("3.11", "3.12", "3.13")
 LOAD_WITH_KERAS = (
     "import sys, keras_deeplab, keras\n"
     "model = keras.models.load_model(sys.argv[1])\n"
@@ -105,13 +107,13 @@ def try_interpreter(python: str, work: pathlib.Path, no_compiler: bool) -> dict[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("interpreters", nargs="*", help="Python executables (default: pyenv's 3.10 to 3.13)")
+    parser.add_argument("interpreters", nargs="*", help="Python executables (default: pyenv's 3.11 to 3.13)")
     parser.add_argument("--keep", action="store_true", help="keep the environments (printed folder)")
     parser.add_argument("--no-compiler", action="store_true", help="install with CC=false CXX=false")
     args = parser.parse_args()
     interpreters = args.interpreters or pyenv_interpreters()
     if not interpreters:
-        parser.error("no interpreter given and none of pyenv's 3.10-3.13 found")
+        parser.error("no interpreter given and none of pyenv's 3.11-3.13 found")
     sys.path.insert(0, str(ROOT))
     from keras_deeplab import machine
 
