@@ -57,18 +57,23 @@ def tiny_models():
 
     def get(backbone, output_stride=16):
         if (backbone, output_stride) not in cache:
-            cache[backbone, output_stride] = build_model(
-                output_stride,
-                backbone=backbone,
-                decoder=True,
-                width_multiplier=TINY[backbone],
-                aspp_filters=8,
-                num_classes=3,
-                input_shape=(*SIZE, 3),
-            )
+            cache[backbone, output_stride] = _tiny_model(backbone, output_stride)
         return cache[backbone, output_stride]
 
     return get
+
+
+def _tiny_model(backbone, output_stride=16, **options):
+    return build_model(
+        output_stride,
+        backbone=backbone,
+        decoder=True,
+        width_multiplier=TINY[backbone],
+        aspp_filters=8,
+        num_classes=3,
+        input_shape=(*SIZE, 3),
+        **options,
+    )
 
 
 def _pixels(batch=1):
@@ -134,16 +139,7 @@ def test_every_weighted_layer_is_in_a_layer_group_or_a_head_part(backbone, tiny_
 def test_options_pass_through_build_model_and_are_checked(backbone, tiny_models):
     spec = backbone_spec(backbone)
     default = tiny_models(backbone).build_config
-    given = build_model(
-        backbone=backbone,
-        decoder=True,
-        width_multiplier=TINY[backbone],
-        aspp_filters=8,
-        num_classes=3,
-        input_shape=(*SIZE, 3),
-        **spec.options,
-    )
-    assert given.build_config == default
+    assert _tiny_model(backbone, **spec.options).build_config == default
     with pytest.raises(TypeError, match="no_such_option"):
         build_model(backbone=backbone, width_multiplier=TINY[backbone], no_such_option=1)
     foreign = next(other for other in all_specs() if other.options and not set(other.options) & set(spec.options))
