@@ -24,9 +24,9 @@ from keras_deeplab.files import make_folder
 from keras_deeplab.inference import PredictLogits, class_probabilities
 from keras_deeplab.loading import is_run_folder, load_model
 from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png, with_legend
-from pipelines.image_header import ACCEPTED_IMAGE_FORMATS, apply_orientation, read_image_header
+from pipelines.image_header import ACCEPTED_IMAGE_FORMATS, PixelLimitError, apply_orientation, read_image_header
 from serving.export import tf_error_message
-from serving.settings import DEFAULT_MAX_PIXELS, model_versions
+from serving.settings import DEFAULT_MAX_PIXELS, model_versions, predict_max_pixels
 from serving.tflite import TFLiteModel
 
 OVERLAY_ALPHA = 0.5
@@ -39,6 +39,7 @@ class Predictor:
 
     predict_logits: PredictLogits
     description: str
+    num_classes: int
     fixed_input_size: int | None = None  # a TFLite model's one input size; None: any size
 
 
@@ -135,7 +136,7 @@ def load_predictor(
         tflite = TFLiteModel(path, input_range=input_range)
         low, high = tflite.input_range
         description = f"TFLite model {path} ({tflite.input_size}x{tflite.input_size}, inputs in [{low:g}, {high:g}])"
-        return Predictor(tflite.predict_logits, description, tflite.input_size)
+        return Predictor(tflite.predict_logits, description, tflite.num_classes, tflite.input_size)
     if saved_model:
         if not os.path.isfile(os.path.join(path, "saved_model.pb")) and model_versions(path):
             path = os.path.join(path, str(max(model_versions(path))))
@@ -144,7 +145,8 @@ def load_predictor(
         loaded = tf.saved_model.load(path)
         if not hasattr(loaded, "logits"):
             raise ValueError(f"{path}: not a keras-deeplab export (it has no `logits` function)")
-        return Predictor(lambda images: loaded.logits(images), f"SavedModel {path}")  # keeps `loaded` alive
+        num_classes = int(loaded.logits.concrete_functions[0].structured_outputs.shape[-1])
+        return Predictor(lambda images: loaded.logits(images), f"SavedModel {path}", num_classes)  # keeps `loaded`
     model = load_model(path, output_stride, precision)
     # One graph for every image size: run eagerly, each layer's result is kept until Python frees it (2.9 GB for a
     # 1024x1024 photo in a MobileNetV2 DeepLab, against 0.8 GB as a graph).
@@ -152,7 +154,7 @@ def load_predictor(
         lambda images: model(images, training=False),
         input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
     )
-    return Predictor(graph, f"Keras model {path} ({model.dtype_policy.name})")
+    return Predictor(graph, f"Keras model {path} ({model.dtype_policy.name})", int(model.output.shape[-1]))
 
 
 def predict_files(
@@ -161,7 +163,7 @@ def predict_files(
     out_dir: str | os.PathLike,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     crf: Mapping[str, float] | None = None,
     legend: bool = True,
     dataset: DatasetDescriptor | None = None,
@@ -171,7 +173,8 @@ def predict_files(
     `dataset`, which must have the model's number of classes (checked on the first image, before anything is
     written), else of the dataset that number names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K,
     21 VOC, other numbers "class_N" in VOC's colours).
-    An image over `max_pixels` (height x width, from its header) is refused before it is decoded.
+    An image over `max_pixels` (height x width, from its header; default `settings.predict_max_pixels` of the
+    model's classes) is refused before it is decoded.
     `crf`: refine the probabilities with the fully connected CRF (`crf.dense_crf` keywords; {} for its defaults).
     `legend`: overlays carry the legend strip of `write_outputs`."""
     if predictor.fixed_input_size is not None and tuple(scales) != (1.0,):
@@ -179,9 +182,16 @@ def predict_files(
             f"{predictor.description} has one input size, so --scales cannot change what it sees; "
             "use --scales with .keras or SavedModel models (--flip works with all)"
         )
+    limit = predict_max_pixels(predictor.num_classes) if max_pixels is None else max_pixels
     make_folder(out_dir)
     for image_path in image_paths:
-        image, _ = read_image(image_path, max_pixels)
+        try:
+            image, _ = read_image(image_path, limit)
+        except ValueError as error:
+            if not isinstance(error.__cause__, PixelLimitError):
+                raise
+            default = f", the default for {predictor.num_classes} classes" if max_pixels is None else ""
+            raise ValueError(f"{error} (predict --max-pixels{default})") from error
         probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0].numpy()
         if crf is not None:
             probabilities = dense_crf(image, probabilities, **crf)

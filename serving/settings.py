@@ -21,6 +21,20 @@ SCORES_OUTPUT = "scores"
 # Largest image the graph accepts, height x width: 16 times a 1024 x 1024 photo would need tens of GB of
 # activations in the paper's ResNet-101; `keras-deeplab serve` checks the same limit before decoding.
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# `predict`'s memory for one image beyond the model's own: the class probabilities at the photo's size, held in a
+# few float32 copies (resized logits, softmax, their mean over scales and flips, NumPy's): measured 12 bytes per
+# pixel and class (0.25 GB per million pixels with 21 classes, 1.86 KB per pixel with 150). Its default pixel
+# limit keeps that within PREDICT_MEMORY_BYTES, so that a model of many classes fits a 24 GB machine.
+PREDICT_BYTES_PER_PIXEL_AND_CLASS = 12
+PREDICT_MEMORY_BYTES = 12 * 2**30
+
+
+def predict_max_pixels(num_classes: int) -> int:
+    """`predict`'s default pixel limit for a model of `num_classes` classes: DEFAULT_MAX_PIXELS, less where the
+    class probabilities would take more than PREDICT_MEMORY_BYTES (4096x4096 up to 64 classes; 150: 2675x2675)."""
+    return min(DEFAULT_MAX_PIXELS, PREDICT_MEMORY_BYTES // (PREDICT_BYTES_PER_PIXEL_AND_CLASS * max(num_classes, 1)))
+
+
 # What one REST request may cost `keras-deeplab serve`, checked before any image is decoded: the images' pixels
 # added up (a request may carry one image of the largest size, or many smaller ones), and the number of
 # instances (images) in it.

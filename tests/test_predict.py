@@ -1,5 +1,7 @@
 """`keras-deeplab predict` over .keras, SavedModel and .tflite (ours and TensorFlow's published layout)."""
 
+import struct
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,8 +13,10 @@ from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import VOC, VOC_COLORMAP, make_descriptor
 from keras_deeplab.inference import class_probabilities, predict_class_map
 from keras_deeplab.loading import load_model
+from keras_deeplab.model import build_model
 from keras_deeplab.visualize import class_shares, format_share, legend_strip, with_legend
 from serving.predict import load_predictor, predict_files
+from serving.settings import DEFAULT_MAX_PIXELS, predict_max_pixels
 
 
 @pytest.fixture
@@ -170,3 +174,24 @@ def test_predict_overlays_carry_the_legend_unless_no_legend(tmp_path, tmp_path_f
     predictor = load_predictor(keras_path)
     [(mask_path, _)] = predict_files(photos[:1], predictor, tmp_path / "five", dataset=five)
     assert Image.open(mask_path).getpalette()[:15] == [value for color in palette for value in color]
+
+
+def test_the_default_pixel_limit_keeps_a_many_class_model_within_a_24_gb_machine(tmp_path, capsys):
+    """Issue 24 row 8: the class probabilities of a 150-class model take 1.86 KB per pixel (measured), about 30 GB
+    at 4096x4096; the default limit follows the model's classes, and a refusal names the option."""
+    assert predict_max_pixels(21) == predict_max_pixels(64) == DEFAULT_MAX_PIXELS
+    assert predict_max_pixels(150) == 12 * 2**30 // (12 * 150) == 7_158_278  # 2675 x 2675
+    model = build_model(backbone="mobilenetv2", width_multiplier=0.35, aspp_filters=8, num_classes=150)
+    model.save(tmp_path / "ade.keras")
+    assert load_predictor(tmp_path / "ade.keras").num_classes == 150
+    png = encode(random_image(8, 8))
+    big = tmp_path / "big.png"  # the header of a 3000x3000 image (9 M pixels, under 4096x4096), no pixel data
+    big.write_bytes(png[:16] + struct.pack(">II", 3000, 3000) + png[24:33])
+    argv = ["predict", str(big), "--model", str(tmp_path / "ade.keras"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.endswith(
+        "image of 3000x3000 = 9000000 pixels is over the limit of 7158278 "
+        "(predict --max-pixels, the default for 150 classes)"
+    )
+    assert len(error.splitlines()) == 1

@@ -33,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--input-range", type=number_pair, help=".tflite only: pixel range it takes, e.g. -1,1")
     add_crf_options(parser, "refine with the fully connected CRF (DeepLab v1/v2)")
     parser.add_argument(
-        "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W (default %(default)s)"
+        "--max-pixels",
+        type=positive_int,
+        help=f"largest image, H x W (default {DEFAULT_MAX_PIXELS}, less for a model of over 64 classes: its class "
+        "probabilities then take 12 GB at most)",
     )
     parser.add_argument(
         "--dataset",
