@@ -92,9 +92,10 @@ def try_interpreter(python: str, work: pathlib.Path, no_compiler: bool) -> dict[
     row["predict_s"] = f"{seconds:.1f}"
     if predicted.returncode or predicted.stderr:
         return {**row, "result": f"predict --crf failed or wrote to stderr: {first_error(predicted)}"}
-    _, loops = run(
-        [str(bin_folder / "python"), "-c", "from keras_deeplab import _crf_mean_field as m; print(m.instruction_set())"]
-    )
+    # From `work`, not this checkout: Python puts the current folder first on sys.path, and the checkout's
+    # keras_deeplab/ (with the extension built for its own Python only) would hide the installed package.
+    check_loops = "from keras_deeplab import _crf_mean_field as m; print(m.instruction_set())"
+    _, loops = run([str(bin_folder / "python"), "-c", check_loops], cwd=work)
     row["crf_loops"] = loops.stdout.strip() or "missing"
     keras_file = work / f"mnv2-{row['version']}.keras"
     _, imported = run([command, "import-weights", str(model), "--out", str(keras_file)])
