@@ -5,7 +5,7 @@
     python scripts/try_pythons.py /usr/bin/python3.12  # given interpreters
     python scripts/try_pythons.py --no-compiler        # installed with CC=false CXX=false: no CRF extension
 
-Each environment gets `pip install "<this checkout>[cpu]"` (a regular, not editable, install: what a user gets),
+Each environment gets `pip install "<a clean copy of this checkout>[cpu]"` (regular, not editable: what a user gets),
 then `keras-deeplab predict` of the shipped photo with the shipped published model and `--crf`, and a
 `keras.models.load_model` of a model `import-weights` saved. One row per interpreter: install time, environment
 size, predict time, the CRF loops the extension picked, and the first error line where a step failed. With
@@ -65,7 +65,17 @@ def folder_size(path: pathlib.Path) -> int:
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file() and not file.is_symlink())
 
 
-def try_interpreter(python: str, work: pathlib.Path, no_compiler: bool) -> dict[str, str]:
+def clean_copy(work: pathlib.Path) -> pathlib.Path:
+    """The checkout's sources without what building and testing left there: pip builds a folder in place, and
+    setuptools would reuse a `build/` of an earlier install (the extension compiled for that Python: no compiler
+    needed, which hid a failing no-compiler install), as a fresh clone has none."""
+    left_behind = shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "*.so", "__pycache__", ".*_cache", "runs", "site"
+    )
+    return pathlib.Path(shutil.copytree(ROOT, work / "source", ignore=left_behind))
+
+
+def try_interpreter(python: str, work: pathlib.Path, source: pathlib.Path, no_compiler: bool) -> dict[str, str]:
     row = {"python": python}
     _, version = run([python, "-c", "import sys; print(sys.version.split()[0])"])
     row["version"] = version.stdout.strip() or "?"
@@ -74,7 +84,7 @@ def try_interpreter(python: str, work: pathlib.Path, no_compiler: bool) -> dict[
     if made.returncode:
         return {**row, "result": f"venv failed: {first_error(made)}"}
     bin_folder = environment / "bin"
-    install = [str(bin_folder / "python"), "-m", "pip", "install", "--quiet", f"{ROOT}[cpu]"]
+    install = [str(bin_folder / "python"), "-m", "pip", "install", "--quiet", f"{source}[cpu]"]
     seconds, installed = run(install, env={**os.environ, **({"CC": "false", "CXX": "false"} if no_compiler else {})})
     row["install_s"] = f"{seconds:.0f}"
     if installed.returncode:
@@ -122,12 +132,13 @@ def main() -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="keras-deeplab-pythons-"))
     failed = 0
     try:
+        source = clean_copy(work)
         print(
             f"| Python | install s | venv GB | predict{'' if args.no_compiler else ' --crf'} s | CRF loops | result |"
         )
         print("|---|---|---|---|---|---|")
         for python in interpreters:
-            row = try_interpreter(python, work, args.no_compiler)
+            row = try_interpreter(python, work, source, args.no_compiler)
             failed += not row["result"].startswith("ok")
             cells = [
                 row.get(key, "-") for key in ("version", "install_s", "venv_gb", "predict_s", "crf_loops", "result")
