@@ -87,7 +87,7 @@ def class_maps_and_scores(model, source):
         photo = np.asarray(Image.open(bird).convert("RGB"), np.float32)[np.newaxis]
         return predict_class_map(model, photo).numpy().ravel(), None
     metric, maps = MeanIoU(source.num_classes), []
-    for _, mask, probabilities in predictions(model, source):
+    for _, mask, probabilities, _ in predictions(model, source):
         class_ids = probabilities.argmax(-1)
         metric.update_state(mask[None], class_ids[None])
         maps.append(class_ids.ravel())

@@ -55,7 +55,7 @@ def evaluate_model(
     metrics = {variant: MeanIoU(num_classes) for variant in variants}
     bands = {variant: TrimapMeanIoU(num_classes, trimap_widths) for variant in variants} if trimap_widths else {}
     crf_seconds, examples = 0.0, 0
-    for image, mask, probabilities, name in named_predictions(model, source, scales, flip, max_examples, progress):
+    for image, mask, probabilities, name in predictions(model, source, scales, flip, max_examples, progress):
         class_ids = {"model": probabilities.argmax(-1)}
         if report is not None:
             report.add(name, image, mask, class_ids["model"])
@@ -108,7 +108,7 @@ def crf_grid_search(
     for values in itertools.product(*(grid[name] for name in names)):
         parameters = dict(zip(names, values, strict=True))
         metric = MeanIoU(num_classes)
-        for image, mask, probabilities in kept:
+        for image, mask, probabilities, _ in kept:
             metric.update_state(mask[None], dense_crf(image, probabilities, **parameters).argmax(-1)[None])
         result = metric.results()
         scored.append({"parameters": parameters, "miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"]})
@@ -122,22 +122,9 @@ def predictions(
     flip: bool = False,
     max_examples: int | None = None,
     progress: bool = False,
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(image uint8 (H, W, 3), mask (H, W), class probabilities float32 (H, W, C)) of each example of `source`
-    in order, at full resolution, averaged over `scales` and flips (`inference.class_probabilities`)."""
-    for image, mask, probabilities, _ in named_predictions(model, source, scales, flip, max_examples, progress):
-        yield image, mask, probabilities
-
-
-def named_predictions(
-    model: keras.Model,
-    source,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    max_examples: int | None = None,
-    progress: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
-    """`predictions`, each with the example's name."""
+    """(image uint8 (H, W, 3), mask (H, W), class probabilities float32 (H, W, C), name) of each example of
+    `source` in order, at full resolution, averaged over `scales` and flips (`inference.class_probabilities`)."""
     scales = check_scales(scales)
     total = len(source) if max_examples is None else min(len(source), max_examples)
 

@@ -130,7 +130,7 @@ def blocky_source():
 def test_crf_and_trimap_scores_equal_a_hand_computation(model):
     source = blocky_source()
     results = evaluate_model(model, source, crf={"iterations": 3}, trimap_widths=(2, 5))
-    ((image, mask, probabilities),) = list(predictions(model, source))
+    ((image, mask, probabilities, _),) = list(predictions(model, source))
     assert image.dtype == np.uint8 and image.shape == (45, 67, 3) and probabilities.shape == (45, 67, NUM_CLASSES)
     refined = dense_crf(image, probabilities, iterations=3).argmax(-1)
     by_hand = scores(confusion_matrix(mask, refined, NUM_CLASSES))
@@ -151,7 +151,7 @@ def test_crf_grid_search_scores_every_combination_best_first(model):
     grid = {"bi_w": (0.0, 4.0), "iterations": (1.0, 3.0)}
     scored = crf_grid_search(model, source, grid)
     assert len(scored) == 4 and [row["miou"] for row in scored] == sorted((row["miou"] for row in scored), reverse=True)
-    ((image, mask, probabilities),) = list(predictions(model, source))
+    ((image, mask, probabilities, _),) = list(predictions(model, source))
     for row in scored:
         by_hand = scores(
             confusion_matrix(mask, dense_crf(image, probabilities, **row["parameters"]).argmax(-1), NUM_CLASSES)
