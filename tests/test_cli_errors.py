@@ -158,12 +158,17 @@ def test_predict_refuses_an_image_over_the_pixel_limit_before_decoding(tmp_path,
     bomb.write_bytes(png[:16] + struct.pack(">II", 12000, 12000) + png[24:])
     assert main(["predict", str(bomb), "--model", keras_path, "--out", str(tmp_path / "o")]) == 1
     message = one_error_line(capsys, "predict")
-    assert message == f"{bomb}: image of 12000x12000 = 144000000 pixels is over the limit of 16777216"
+    assert message == (
+        f"{bomb}: image of 12000x12000 = 144000000 pixels is over the limit of 16777216 "
+        "(predict --max-pixels, the default for 5 classes)"
+    )
     small = tmp_path / "small.png"
     small.write_bytes(encode(random_image(20, 20)))
     argv = ["predict", str(small), "--model", keras_path, "--out", str(tmp_path / "o"), "--max-pixels", "300"]
     assert main(argv) == 1
-    assert "small.png: image of 20x20 = 400 pixels is over the limit of 300" in one_error_line(capsys, "predict")
+    assert one_error_line(capsys, "predict").endswith(
+        "small.png: image of 20x20 = 400 pixels is over the limit of 300 (predict --max-pixels)"
+    )
 
 
 def test_serve_without_versions_or_on_a_port_in_use(tmp_path, tmp_path_factory, capsys):
