@@ -20,7 +20,7 @@ from keras_deeplab.recipe import load_recipe
 from keras_deeplab.training.step import make_optimizer, poly_learning_rate
 from pipelines.formats import open_source
 
-STEPS = 30
+STEPS = 12
 MODEL = {"backbone": "resnet50", "width_multiplier": 0.125, "aspp_filters": 16, "num_classes": 5}
 
 
