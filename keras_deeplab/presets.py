@@ -281,11 +281,24 @@ def preset_model_file(name: str) -> str:
     keras_path = model_path(chosen)
     if os.path.isfile(keras_path):
         return keras_path
-    source = source_path(chosen) if chosen.shipped else fetch(chosen)
+    source = source_path(chosen)
+    fresh = not chosen.shipped and not os.path.isfile(f"{source}{SHA256_SUFFIX}")
+    if not chosen.shipped:
+        fetch(chosen)
     from keras_deeplab.importing import import_weights
 
-    model = import_weights(source)
-    _check_architecture(chosen, model.build_config, source)
+    try:
+        model = import_weights(source)
+        _check_architecture(chosen, model.build_config, source)
+    except ValueError as error:
+        # a file first seen now that is not the model (a mirror's error page) must not become the reference
+        removed = ""
+        if fresh:
+            for path in (source, f"{source}{SHA256_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            removed = "; removed it and its sha256 record, so the next use downloads it again"
+        raise PresetError(f"preset {name}: {error}{removed}") from error
     if model.build_config["output_stride"] != chosen.output_stride:
         model = model.with_output_stride(chosen.output_stride)
     make_folder(cache_folder())
@@ -310,9 +323,15 @@ def _download(preset: Preset, path: str) -> None:
 
     url = zoo_url(preset)
     make_folder(os.path.dirname(path))
+    terminal = sys.stderr.isatty()
+    if not terminal:  # Keras draws its progress bar wherever it prints; a log gets one line instead
+        print(f"preset {preset.name}: downloading {url}", file=sys.stderr)
+    interactive = keras.config.is_interactive_logging_enabled()
     try:
-        # Keras prints its progress on stdout; a command's stdout is its answer (`evaluate --json`)
+        # Keras prints on stdout; a command's stdout is its answer (`evaluate --json`)
         with contextlib.redirect_stdout(sys.stderr), atomic_path(path) as temporary:
+            if not terminal:
+                keras.config.disable_interactive_logging()
             keras.utils.get_file(os.path.basename(temporary), url, cache_subdir=os.path.dirname(temporary))
     except Exception as error:  # get_file raises a bare Exception for a failed fetch
         cause = error.__context__ if isinstance(error.__context__, OSError) else error
@@ -322,6 +341,9 @@ def _download(preset: Preset, path: str) -> None:
             f"preset {preset.name}: cannot download {url} ({reason}); put that file at {path} by hand, "
             f"or set {ZOO_URL_VARIABLE} to a mirror that has it"
         ) from error
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
 
 
 def _check_sha256(preset: Preset, path: str) -> None:
@@ -355,6 +377,6 @@ def _check_architecture(preset: Preset, config: dict, source: str) -> None:
     expected = (preset.backbone, preset.width_multiplier, preset.num_classes)
     if found != expected:
         raise PresetError(
-            f"preset {preset.name}: {source} holds a {found[0]} x{found[1]:g} of {found[2]} classes, "
+            f"{source} holds a {found[0]} x{found[1]:g} of {found[2]} classes, "
             f"not the published {expected[0]} x{expected[1]:g} of {expected[2]} classes"
         )

@@ -111,7 +111,7 @@ def test_from_preset_through_a_mirror_then_offline_from_the_cache(tmp_path, kera
         model = from_preset("tiny_voc")
     err = capsys.readouterr().err
     cached = keras_home / TINY_PRESET.file
-    assert f"Downloading data from {url}{TINY_PRESET.file}" in err
+    assert f"preset tiny_voc: downloading {url}{TINY_PRESET.file}\n" in err
     assert f"preset tiny_voc: {cached}: sha256 {digest}, recorded in {cached}.sha256" in err
     assert (keras_home / f"{TINY_PRESET.file}.sha256").read_text() == f"{digest}  {TINY_PRESET.file}\n"
     assert f"imported {cached} into {keras_home / 'tiny_voc.keras'}" in err
@@ -162,6 +162,16 @@ def test_a_different_file_is_refused_and_without_network_one_line_says_where_to_
     assert not cached.exists() and not (tmp_path / "out").exists()
     cached.write_bytes(b"the first file")  # put there by hand: checked against the record, taken
     assert presets.fetch(TINY_PRESET) == str(cached)
+    # a first file that is no model (a mirror's error page) does not stay the reference
+    for path in (cached, keras_home / f"{TINY_PRESET.file}.sha256"):
+        path.unlink()
+    cached.write_bytes(b"<html>Not Found</html>")
+    with pytest.raises(presets.PresetError) as refused:
+        from_preset("tiny_voc")
+    assert str(refused.value).startswith(f"preset tiny_voc: {cached}: not a readable tarball")
+    assert str(refused.value).endswith("; removed it and its sha256 record, so the next use downloads it again")
+    assert not cached.exists() and not (keras_home / f"{TINY_PRESET.file}.sha256").exists()
+    capsys.readouterr()
     assert cli.main(["export", "--model", "preset:tiny_vco", "--out", str(tmp_path / "export")]) == 1
     assert capsys.readouterr().err.startswith(
         "keras-deeplab export: error: preset:tiny_vco: no such preset; `keras-deeplab presets` lists them ("
