@@ -298,7 +298,8 @@ def preset_model_file(name: str) -> str:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
             removed = "; removed it and its sha256 record, so the next use downloads it again"
-        raise PresetError(f"preset {name}: {error}{removed}") from error
+        reason = " ".join(str(error).split())  # one line (tarfile's errors span several)
+        raise PresetError(f"preset {name}: {reason}{removed}") from error
     if model.build_config["output_stride"] != chosen.output_stride:
         model = model.with_output_stride(chosen.output_stride)
     make_folder(cache_folder())
