@@ -24,6 +24,7 @@ _EXPORTS = {
     "DeepLab": "keras_deeplab.model",
     "build_model": "keras_deeplab.model",
     "load_model": "keras_deeplab.loading",
+    "from_preset": "keras_deeplab.loading",
     "import_weights": "keras_deeplab.importing",
     "dense_crf": "keras_deeplab.crf",
     "MeanIoU": "keras_deeplab.metrics",

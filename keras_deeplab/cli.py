@@ -27,12 +27,26 @@ from keras_deeplab.commands import (
     import_weights,
     info,
     predict,
+    presets,
     serve,
     train,
 )
 
 # In the order of `--help`; each module's register() adds its subcommand.
-COMMANDS = (info, train, evaluate, data, export, serve, client, predict, convert_tflite, demo, import_weights)
+COMMANDS = (
+    info,
+    train,
+    evaluate,
+    data,
+    export,
+    serve,
+    client,
+    predict,
+    convert_tflite,
+    demo,
+    import_weights,
+    presets,
+)
 VERBOSE_VARIABLE = "KERAS_DEEPLAB_VERBOSE"
 # What a user's mistake raises: ValueError (bad values, recipes, data, weight and model files) and OSError
 # (missing or unwritable files, ports in use, a server that does not answer, a full disk), FloatingPointError

@@ -1,7 +1,8 @@
 """`load_model(path)`: the one loader of a trained DeepLab, for every command that takes `--model`.
 
-It reads a `.keras` file, a training run folder (its `model.keras`, else its latest checkpoint) or a published
-DeepLab (a TF1 checkpoint, model-zoo tarball, frozen graph or TFLite file, through `importing.import_weights`),
+It reads a `.keras` file, a training run folder (its `model.keras`, else its latest checkpoint), a published
+DeepLab (a TF1 checkpoint, model-zoo tarball, frozen graph or TFLite file, through `importing.import_weights`) or
+a preset, `preset:NAME` (keras_deeplab/presets.py: downloaded and imported once, then its cached `.keras`),
 checks that what it read is a DeepLab made by `build_model`, and names the file when it is not.
 """
 
@@ -18,8 +19,10 @@ from keras_deeplab.importing import WeightImportError, import_weights
 from keras_deeplab.importing.read import source_kind
 from keras_deeplab.model import DeepLab, build_model
 from keras_deeplab.precision import precision_policy
+from keras_deeplab.presets import preset_model_file
 
 FINAL_MODEL = "model.keras"  # inside a run folder, written when training finishes
+PRESET_PREFIX = "preset:"  # `--model preset:NAME`
 
 
 class ModelFileError(ValueError):
@@ -41,11 +44,21 @@ def is_run_folder(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(path, FINAL_MODEL)) or os.path.isdir(os.path.join(path, CHECKPOINTS_FOLDER))
 
 
-def load_model(path: str | os.PathLike, output_stride: int | None = None, precision: str = "float32") -> DeepLab:
-    """A trained DeepLab from a `.keras` file, a run folder or a published DeepLab file, optionally rebuilt at
-    another `output_stride`, and in another `precision` (constants.PRECISIONS, through `precision_policy`), with
-    the same weights. Raises ModelFileError (or WeightImportError) naming `path` when it holds no DeepLab."""
+def model_file(path: str | os.PathLike) -> str:
+    """`path` itself, or for `preset:NAME` the preset's cached `.keras` file (downloaded and imported on first
+    use; presets.PresetError names what fails)."""
     path = os.fspath(path)
+    if path.startswith(PRESET_PREFIX):
+        return preset_model_file(path[len(PRESET_PREFIX) :])
+    return path
+
+
+def load_model(path: str | os.PathLike, output_stride: int | None = None, precision: str = "float32") -> DeepLab:
+    """A trained DeepLab from a `.keras` file, a run folder, a published DeepLab file or `preset:NAME`, optionally
+    rebuilt at another `output_stride`, and in another `precision` (constants.PRECISIONS, through
+    `precision_policy`), with the same weights. Raises ModelFileError (or WeightImportError, PresetError) naming
+    `path` when it holds no DeepLab."""
+    path = model_file(path)
     if is_published(path):
         model = import_weights(path)
     elif os.path.isdir(path):
@@ -62,6 +75,12 @@ def load_model(path: str | os.PathLike, output_stride: int | None = None, precis
     if changes or policy != model.dtype_policy.name:
         model = model.rebuilt(policy, **changes)
     return model
+
+
+def from_preset(name: str, output_stride: int | None = None, precision: str = "float32") -> DeepLab:
+    """The published DeepLab of preset `name` (`keras-deeplab presets` lists them), as `load_model` gives it:
+    downloaded and imported on first use, loaded from the cache after."""
+    return load_model(f"{PRESET_PREFIX}{name}", output_stride, precision)
 
 
 def _load_keras_file(path: str) -> DeepLab:

@@ -34,7 +34,7 @@ LAYERS = (
                "keras_deeplab.checkpoints", "keras_deeplab.loading", "keras_deeplab.crf",
                "keras_deeplab._crf_mean_field", "keras_deeplab.trimap", "keras_deeplab.conv_gradients",
                "keras_deeplab.litert", "keras_deeplab.importing", "keras_deeplab.importing.*",
-               "keras_deeplab.precision")),
+               "keras_deeplab.precision", "keras_deeplab.presets")),
     ("training", ("keras_deeplab.recipe", "keras_deeplab.evaluation", "keras_deeplab.report", "keras_deeplab.training",
                   "keras_deeplab.training.*")),
     ("export", ("serving.settings", "serving.export", "serving.tflite")),

@@ -22,7 +22,7 @@ from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from keras_deeplab.files import make_folder
 from keras_deeplab.inference import PredictLogits, class_probabilities
-from keras_deeplab.loading import is_run_folder, load_model
+from keras_deeplab.loading import is_run_folder, load_model, model_file
 from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png, with_legend
 from pipelines.image_header import ACCEPTED_IMAGE_FORMATS, PixelLimitError, apply_orientation, read_image_header
 from serving.export import tf_error_message
@@ -111,14 +111,14 @@ def load_predictor(
     input_range: Sequence[float] | None = None,
     precision: str = "float32",
 ) -> Predictor:
-    """A DeepLab (`load_model`: a .keras file or a training run folder), a SavedModel folder (or an export base
-    path: its highest version) or a .tflite file, behind one `Predictor`.
+    """A DeepLab (`load_model`: a .keras file, a training run folder or `preset:NAME`), a SavedModel folder (or an
+    export base path: its highest version) or a .tflite file, behind one `Predictor`.
 
     `output_stride` rebuilds a DeepLab at that stride, `precision` in that arithmetic (constants.PRECISIONS; the
     other kinds run as they were written). `input_range` overrides a .tflite model's pixel
     range (default: its keras_deeplab metadata, else [-1, 1] as TensorFlow's published DeepLab models take).
     """
-    path = os.fspath(path)
+    path = model_file(path)
     if not os.path.isdir(path) and not path.endswith((".keras", ".tflite")):
         raise ValueError(
             f"{path}: expected a .keras file, a training run folder, a .tflite file or a SavedModel folder"

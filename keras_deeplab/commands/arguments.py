@@ -138,6 +138,11 @@ def crf_grid(text: str) -> tuple[str, tuple[float, ...]]:
     return name, tuple(parsed)
 
 
+def add_model_option(parser: argparse.ArgumentParser, kinds: str) -> None:
+    """`--model`: one of `kinds` (what the command reads), or `preset:NAME` (keras_deeplab.loading.model_file)."""
+    parser.add_argument("--model", required=True, help=f"{kinds}, or preset:NAME (keras-deeplab presets)")
+
+
 def add_output_stride_option(parser: argparse.ArgumentParser, help: str, default: int | None = None) -> None:
     """`--output-stride 8|16|32`."""
     parser.add_argument("--output-stride", type=int, default=default, choices=constants.OUTPUT_STRIDES, help=help)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from keras_deeplab import constants
-from keras_deeplab.commands.arguments import add_output_stride_option, positive_int
+from keras_deeplab.commands.arguments import add_model_option, add_output_stride_option, positive_int
 from serving.settings import DEFAULT_MIN_AGREEMENT, QUANTIZATIONS
 
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert-tflite", help="convert a trained model to TFLite variants and check them against Keras"
     )
-    parser.add_argument("--model", required=True, help="a .keras model file or a training run folder")
+    add_model_option(parser, "a .keras model file or a training run folder")
     parser.add_argument("--out", required=True, help="folder for <stem>_<variant>_<size>.tflite")
     parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS))
     parser.add_argument("--input-size", type=positive_int, default=constants.CROP_SIZE, help="S of (1, S, S, 3)")

@@ -9,6 +9,7 @@ import json
 from keras_deeplab import constants
 from keras_deeplab.commands.arguments import (
     add_crf_options,
+    add_model_option,
     add_output_stride_option,
     add_precision_option,
     add_progress_option,
@@ -29,7 +30,7 @@ def _widths(text: str) -> tuple[int, ...]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="mIoU of a trained model on a dataset split, full resolution")
-    parser.add_argument("--model", required=True, help="a .keras file, a training run folder or a published file")
+    add_model_option(parser, "a .keras file, a training run folder or a published file")
     add_source_options(parser, split_default="val")
     add_output_stride_option(parser, "rebuild the model at this stride (default: the model's)")
     add_precision_option(parser)

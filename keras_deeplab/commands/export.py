@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 
-from keras_deeplab.commands.arguments import add_output_stride_option, add_precision_option, positive_int
+from keras_deeplab.commands.arguments import (
+    add_model_option,
+    add_output_stride_option,
+    add_precision_option,
+    positive_int,
+)
 from serving.settings import DEFAULT_MAX_PIXELS, IMAGES_SIGNATURE, SERVING_SIGNATURE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="write a trained model as a SavedModel for TF Serving")
-    parser.add_argument("--model", required=True, help="a .keras model file or a training run folder")
+    add_model_option(parser, "a .keras model file or a training run folder")
     parser.add_argument("--out", required=True, help="model base path; the version is a sub-folder")
     parser.add_argument("--version", type=int, help="version number (default: one above the highest there)")
     add_output_stride_option(parser, "rebuild at this stride")

@@ -6,6 +6,7 @@ import argparse
 
 from keras_deeplab.commands.arguments import (
     add_crf_options,
+    add_model_option,
     add_output_stride_option,
     add_precision_option,
     crf_settings,
@@ -22,9 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files (EXIF orientation applied)"
     )
-    parser.add_argument(
-        "--model", required=True, help="a .keras file, a training run folder, a SavedModel folder or a .tflite file"
-    )
+    add_model_option(parser, "a .keras file, a training run folder, a SavedModel folder or a .tflite file")
     parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg (with a legend)")
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also predict the left-right mirrored image")
