@@ -218,12 +218,12 @@ def dataset_descriptor(text: str) -> DatasetDescriptor:
 
 
 def add_dataset_option(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
-    """`--dataset NAME|PATH`: the class names and colours of the pictures (`dataset_descriptor`)."""
+    """`--dataset NAME_OR_PATH`: the class names and colours of the pictures (`dataset_descriptor`)."""
     parser.add_argument(
         "--dataset",
         type=dataset_descriptor,
         default=default,
-        metavar="NAME|PATH",
+        metavar="NAME_OR_PATH",
         help=f"{help}: voc, cityscapes, ade20k, oxford_iiit_pet, or a class_names.txt / classes.txt (or its folder)",
     )
 
