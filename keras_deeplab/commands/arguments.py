@@ -201,20 +201,21 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def dataset_descriptor(text: str) -> DatasetDescriptor:
     """--dataset: a known dataset (voc, cityscapes, ade20k, oxford_iiit_pet, or an alias), or a dataset's own class
-    list: a `class_names.txt` / `classes.txt` file (line i names class id i) or the dataset folder holding one."""
+    list: a `class_names.txt` / `classes.txt` file (line i names class id i) or the dataset folder holding one. A
+    known name wins over a folder of that name."""
     from keras_deeplab.descriptors import descriptor_for
     from pipelines.errors import DataError
     from pipelines.lists import class_list_descriptor
 
-    if os.path.exists(text):
-        try:
-            return class_list_descriptor(text)
-        except DataError as error:
-            raise argparse.ArgumentTypeError(str(error)) from error
     try:
         return descriptor_for(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{error}; nor is it a class list file or a dataset folder") from error
+        if not os.path.exists(text):
+            raise argparse.ArgumentTypeError(f"{error}; nor is it a class list file or a dataset folder") from error
+    try:
+        return class_list_descriptor(text)
+    except DataError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def add_dataset_option(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
