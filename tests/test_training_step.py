@@ -240,9 +240,10 @@ def test_folded_batch_norm_stays_in_inference_mode_and_fine_tuning_freezes_batch
 
 
 def test_a_diverged_loss_names_its_likely_cause():
-    unsettled = divergence_hint(6.2e23, 21, TrainSettings(learning_rate=1e-4, freeze_batch_norm=True))
-    assert "6.2e+23 is far above log(21) = 3.04" in unsettled and "batch-norm statistics" in unsettled
-    overshoot = divergence_hint(1.7, 21, TrainSettings(learning_rate=1e-3))
-    assert "train.learning_rate 0.001 too high" in overshoot and "6.2e" not in overshoot
+    unsettled = divergence_hint(6.2e23, 21, TrainSettings(learning_rate=1e-4, init_checkpoint="runs/first"))
+    assert "6.2e+23 is far above log(21) = 3.04" in unsettled and "statistics that never settled" in unsettled
+    overshoot = divergence_hint(1.7, 21, TrainSettings(learning_rate=1e-3, init_checkpoint="published.tflite"))
+    assert "train.learning_rate 0.001 too high" in overshoot and "batch-norm" not in overshoot  # frozen already
+    assert "freeze_batch_norm=true" in divergence_hint(1.7, 21, TrainSettings(learning_rate=1e-3))
     assert "not finite from the first step" in divergence_hint(None, 5, SETTINGS)
     assert all("\n" not in hint for hint in (unsettled, overshoot))

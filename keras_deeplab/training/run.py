@@ -324,25 +324,32 @@ HUGE_FIRST_LOSS = 100.0
 
 def divergence_hint(first_loss: float | None, num_classes: int, train: TrainSettings) -> str:
     """Why the loss likely went non-finite, in one clause: from the loss of the run's first step (None: the
-    first step itself) against log(num_classes)."""
+    first step itself) against log(num_classes), and the recipe's batch norm and learning rate."""
     scale = math.log(max(num_classes, 2))
-    lr = f"train.learning_rate {train.learning_rate:g}"
+    too_high = f"train.learning_rate {train.learning_rate:g} too high"
+    frozen = batch_norm_frozen(train)
     if first_loss is None or first_loss > HUGE_FIRST_LOSS * scale:
         if first_loss is None:
             first = f"not finite from the first step on (expected near log({num_classes}) = {scale:.2f} or below)"
         else:
             first = f"the first step's loss {first_loss:.3g} is far above log({num_classes}) = {scale:.2f} (chance)"
-        return (
-            f"{first}: the starting weights "
-            "misbehave on this data; likely batch-norm statistics that never settled (a short first stage) and "
-            "were then frozen (try train.freeze_batch_norm=false, or a longer first stage), or a model section "
-            f"that does not match train.init_checkpoint; else {lr} too high"
-        )
+        causes = []
+        if frozen:
+            causes.append(
+                "batch-norm statistics that never settled (a short first stage), frozen here (try "
+                "train.freeze_batch_norm=false, or a longer first stage)"
+            )
+        if train.init_checkpoint:
+            causes.append("a model section that does not fit train.init_checkpoint")
+        causes.append(too_high)
+        return f"{first}: the starting weights misbehave on this data; likely {'; or '.join(causes)}"
+    causes = [f"{too_high} (a converged network fine-tunes at 1e-4 or below with momentum {train.momentum:g})"]
+    if not frozen:
+        batches = train.global_batch_size
+        causes.append(f"batch-norm statistics of batches of {batches} (try train.freeze_batch_norm=true)")
     return (
         f"the first step's loss was {first_loss:.3g} (log({num_classes}) = {scale:.2f}): the training diverged; "
-        f"likely {lr} too high (a converged network fine-tunes at 1e-4 or below with momentum "
-        f"{train.momentum:g}), or batch-norm statistics trained on batches of {train.global_batch_size} "
-        "(try train.freeze_batch_norm=true)"
+        f"likely {'; or '.join(causes)}"
     )
 
 
