@@ -147,11 +147,11 @@ def make_descriptor(
 ) -> DatasetDescriptor:
     """A descriptor for a dataset whose classes are known only when it is opened (a folder's classes.txt,
     TFRecord metadata, the synthetic set). Colours default to the VOC colour map, ignore colour included;
-    `background` defaults to 0 when class 0 is named "background", else None."""
+    `background` defaults to 0 when class 0 is named "background" (or labelme's "_background_"), else None."""
     class_names = tuple(class_names)
     if palette is None:
         palette = VOC_COLORMAP[: len(class_names)]
-    if background is None and class_names and class_names[0].lower() == "background":
+    if background is None and class_names and class_names[0].strip("_").lower() == "background":
         background = 0
     return DatasetDescriptor(
         name, class_names, tuple(palette), label_map=label_map, splits=tuple(splits), background=background

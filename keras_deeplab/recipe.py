@@ -69,7 +69,10 @@ class TrainSettings:
     classifier_lr_multiplier: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    freeze_batch_norm: bool = False
+    # Batch norm in inference mode (its statistics and scale kept; research/deeplab's fine_tune_batch_norm=False).
+    # None: frozen when training starts from init_checkpoint (a converged network), trained otherwise. Layers whose
+    # statistics were folded into the convs (published TFLite files) stay frozen whatever this says.
+    freeze_batch_norm: bool | None = None
     # A .keras file, a run folder or a published DeepLab (keras_deeplab.load_model), loaded by layer name; of
     # another number of classes, everything but the logits (fine-tuning a published model on one's own classes).
     init_checkpoint: str | None = None
@@ -233,6 +236,17 @@ def recipe_from_dict(values: dict[str, Any], path: str = "<recipe>") -> Recipe:
     )
     _check_values(recipe, path)
     return recipe
+
+
+def model_section(build_config: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's `model` section for the network of `build_config` (a DeepLab's): every `build_model` argument
+    but those training sets itself (MODEL_KEYS_SET_BY_TRAINING)."""
+    return {key: value for key, value in build_config.items() if key not in MODEL_KEYS_SET_BY_TRAINING}
+
+
+def model_section_text(build_config: dict[str, Any]) -> str:
+    """`model_section` as the `"model": {...}` member that pastes into a recipe's JSON object."""
+    return '"model": ' + json.dumps(model_section(build_config), indent=2)
 
 
 def _model_section(model: Any, path: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Readers of the dataset layouts found on disk; each returns a FilePairSource of one split.
 
 - PASCAL VOC 2012: `JPEGImages/*.jpg`, `SegmentationClass/*.png` (palette PNGs whose indices are the ids),
-  `ImageSets/Segmentation/{split}.txt`.
+  `ImageSets/Segmentation/{split}.txt`. A dataset in its layout (labelme's VOC export) has its own classes in
+  `class_names.txt`, its masks in `SegmentationClassPNG/` when `SegmentationClass/` holds no PNG; without
+  `ImageSets/Segmentation/`, every image of `JPEGImages/` is in every split.
 - SBD-augmented VOC ("voc_aug", the paper's 10,582 training images): `SegmentationClassAug/*.png` grayscale,
   listed in `ImageSets/Segmentation/train_aug.txt` (one name per line, or "image-path mask-path" pairs).
 - Cityscapes: `leftImg8bit/{split}/{city}/*_leftImg8bit.png` with `gtFine/{split}/{city}/*_gtFine_labelIds.png`,
@@ -19,31 +21,12 @@ from __future__ import annotations
 import glob
 import os
 
-from keras_deeplab import constants
-from keras_deeplab.descriptors import ADE20K, CITYSCAPES, VOC, make_descriptor
+from keras_deeplab.descriptors import ADE20K, CITYSCAPES, VOC
 from pipelines.errors import DataError
+from pipelines.lists import class_list_descriptor, find_class_list, read_list
 from pipelines.source import FilePairSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def _read_list(path: str, what: str) -> list[str]:
-    """Non-empty stripped lines of a list file; DataError naming it when it is missing."""
-    if not os.path.isfile(path):
-        folder = os.path.dirname(path)
-        listed = os.listdir(folder) if os.path.isdir(folder) else []
-        available = sorted(name[:-4] for name in listed if name.endswith(".txt"))
-        raise DataError(path, f"{what} is missing (lists found there: {', '.join(available) or 'none'})")
-    with open(path, "rb") as file:
-        data = file.read()
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the first name
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise DataError(
-            path, f"line {line} is not UTF-8 text (byte 0x{data[error.start]:02x}); save the list as UTF-8"
-        ) from error
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _require_dir(path: str, what: str) -> str:
@@ -60,18 +43,34 @@ def _voc_root(root: str) -> str:
     raise DataError(root, "not a PASCAL VOC 2012 folder: no JPEGImages/ (nor VOCdevkit/VOC2012/JPEGImages/)")
 
 
+VOC_MASK_FOLDERS = ("SegmentationClass", "SegmentationClassPNG")  # labelme's export: .npy in the first
+
+
 def open_voc(root: str, split: str = "train", skip_bad: bool = False) -> FilePairSource:
-    """PASCAL VOC 2012 segmentation, split train / val / trainval."""
+    """PASCAL VOC 2012 segmentation, split train / val / trainval; or a dataset in VOC's layout, with its own
+    classes when it has a `class_names.txt` (labelme's export: its masks in `SegmentationClassPNG/`). Without
+    `ImageSets/Segmentation/`, every image of `JPEGImages/` is in every split."""
     root = _voc_root(root)
-    list_path = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
-    pairs = [
-        (os.path.join(root, "JPEGImages", f"{name}.jpg"), os.path.join(root, "SegmentationClass", f"{name}.png"), name)
-        for name in _read_list(list_path, "split list")
-    ]
+    class_list = find_class_list(root)
+    descriptor = VOC if class_list is None else class_list_descriptor(class_list)
+    masks = next(
+        (os.path.join(root, folder) for folder in VOC_MASK_FOLDERS if glob.glob(os.path.join(root, folder, "*.png"))),
+        os.path.join(root, VOC_MASK_FOLDERS[0]),
+    )
+    lists = os.path.join(root, "ImageSets", "Segmentation")
+    list_path = None
+    if os.path.isdir(lists):
+        list_path = os.path.join(lists, f"{split}.txt")
+        images = {name: os.path.join(root, "JPEGImages", f"{name}.jpg") for name in read_list(list_path, "split list")}
+    else:
+        images = _images_by_name(os.path.join(root, "JPEGImages"))
+        if not images:
+            raise DataError(os.path.join(root, "JPEGImages"), f"no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    pairs = [(image, os.path.join(masks, f"{name}.png"), name) for name, image in images.items()]
     return FilePairSource(
-        f"voc/{split}",
+        f"voc/{split}" if class_list is None else f"{descriptor.name}/{split}",
         pairs,
-        descriptor=VOC,
+        descriptor=descriptor,
         skip_bad=skip_bad,
         listed_in=list_path,
     )
@@ -82,7 +81,7 @@ def open_voc_aug(root: str, split: str = "train_aug", skip_bad: bool = False) ->
     root = _voc_root(root)
     list_path = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
     pairs = []
-    for line in _read_list(list_path, "split list"):
+    for line in read_list(list_path, "split list"):
         fields = line.split()
         if len(fields) == 2:  # "/JPEGImages/x.jpg /SegmentationClassAug/x.png", relative to root
             image_path, mask_path = (os.path.join(root, field.lstrip("/")) for field in fields)
@@ -149,25 +148,32 @@ def open_ade20k(root: str, split: str = "training", skip_bad: bool = False) -> F
     )
 
 
-def open_folder(root: str, split: str = "all", skip_bad: bool = False) -> FilePairSource:
-    """A plain folder: images/, masks/ (PNG, same name), classes.txt; split "all" or the names in {split}.txt."""
-    class_names = _read_list(os.path.join(root, "classes.txt"), "class list (one class name per line)")
-    if not 1 <= len(class_names) < constants.IGNORE_LABEL:
-        raise DataError(os.path.join(root, "classes.txt"), f"expected 1..254 class names, found {len(class_names)}")
-    image_root = _require_dir(os.path.join(root, "images"), "image")
+def _images_by_name(folder: str) -> dict[str, str]:
+    """Name (the file's stem) -> path of every image (IMAGE_EXTENSIONS) in `folder`, sorted; DataError on two
+    images of one name."""
     images: dict[str, str] = {}
-    for file_name in sorted(os.listdir(image_root)):
+    for file_name in sorted(os.listdir(folder)):
         name, extension = os.path.splitext(file_name)
         if extension.lower() in IMAGE_EXTENSIONS:
             if name in images:
-                raise DataError(os.path.join(image_root, file_name), f"a second image named {name!r}")
-            images[name] = os.path.join(image_root, file_name)
+                raise DataError(os.path.join(folder, file_name), f"a second image named {name!r}")
+            images[name] = os.path.join(folder, file_name)
+    return images
+
+
+def open_folder(root: str, split: str = "all", skip_bad: bool = False) -> FilePairSource:
+    """A plain folder: images/, masks/ (PNG, same name), classes.txt; split "all" or the names in {split}.txt."""
+    descriptor = class_list_descriptor(
+        os.path.join(root, "classes.txt"), os.path.basename(os.path.normpath(root)) or "folder"
+    )
+    image_root = _require_dir(os.path.join(root, "images"), "image")
+    images = _images_by_name(image_root)
     list_path = None
     if split == "all":
         names = list(images)
     else:
         list_path = os.path.join(root, f"{split}.txt")
-        names = _read_list(list_path, "split list")
+        names = read_list(list_path, "split list")
     pairs = [
         (images.get(name, os.path.join(image_root, f"{name}.jpg")), os.path.join(root, "masks", f"{name}.png"), name)
         for name in names
@@ -177,7 +183,7 @@ def open_folder(root: str, split: str = "all", skip_bad: bool = False) -> FilePa
     return FilePairSource(
         f"folder/{split}",
         pairs,
-        descriptor=make_descriptor(os.path.basename(os.path.normpath(root)) or "folder", class_names),
+        descriptor=descriptor,
         skip_bad=skip_bad,
         listed_in=list_path,
     )

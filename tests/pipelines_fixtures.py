@@ -127,3 +127,27 @@ def write_folder(root: str) -> dict[str, str]:
     with open(os.path.join(root, "val.txt"), "w") as file:
         file.write("b\n")
     return masks
+
+
+LABELME_CLASSES = ["_background_", "cat", "dog", "bowl", "sofa", "plant", "lamp"]
+
+
+def write_labelme_voc(root: str) -> dict[str, str]:
+    """What labelme's `labelme2voc.py` writes: class_names.txt (`_background_` first, 7 classes, no newline at
+    the end), JPEGImages/, SegmentationClass/*.npy, SegmentationClassPNG/ (palette PNGs, 255 where labelme's -1
+    ignores), SegmentationClassVisualization/, and no ImageSets/. Returns {name: mask path}."""
+    folders = ["JPEGImages", "SegmentationClass", "SegmentationClassPNG", "SegmentationClassVisualization"]
+    _makedirs(*(os.path.join(root, folder) for folder in folders))
+    with open(os.path.join(root, "class_names.txt"), "w") as file:
+        file.write("\n".join(LABELME_CLASSES))
+    masks = {}
+    for index, name in enumerate(["IMG_0001", "IMG_0002", "IMG_0003"]):
+        height, width = SIZES[index]
+        image = photo(height, width, index)
+        Image.fromarray(image).save(os.path.join(root, "JPEGImages", f"{name}.jpg"))
+        mask = blocky_mask(height, width, [0, 1 + index, 6], seed=index)
+        np.save(os.path.join(root, "SegmentationClass", f"{name}.npy"), mask.astype(np.int32))
+        masks[name] = os.path.join(root, "SegmentationClassPNG", f"{name}.png")
+        save_palette_png(mask, masks[name])
+        Image.fromarray(image).save(os.path.join(root, "SegmentationClassVisualization", f"{name}.jpg"))
+    return masks

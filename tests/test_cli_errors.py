@@ -207,3 +207,20 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     stderr = process.stderr.read().decode()
     assert process.wait(120) == 141  # as a process stopped by SIGPIPE shows in a shell
     assert stderr == ""
+
+
+def test_dataset_option_takes_a_known_name_or_a_class_list(tmp_path, capsys):
+    from keras_deeplab.commands.arguments import dataset_descriptor
+    from keras_deeplab.descriptors import VOC
+
+    assert dataset_descriptor("pascal_voc") is VOC
+    (tmp_path / "class_names.txt").write_text("_background_\ncat\ndog")
+    for given in (tmp_path, tmp_path / "class_names.txt"):
+        own = dataset_descriptor(str(given))
+        assert (own.name, own.class_names, own.background) == (tmp_path.name, ("_background_", "cat", "dog"), 0)
+    (tmp_path / "empty").mkdir()
+    for given, message in ((tmp_path / "empty", "no class list in this folder"), ("vocc", "no descriptor for")):
+        with pytest.raises(SystemExit, match="2"):
+            main(["predict", "p.jpg", "--model", "m.keras", "--out", "o", "--dataset", str(given)])
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert message in error and "--dataset" in error

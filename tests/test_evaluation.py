@@ -219,3 +219,22 @@ def test_evaluate_report_writes_charts_worst_images_and_an_index(model, tmp_path
     assert len(list((tmp_path / "cli").glob("worst_*.png"))) == 2
     assert cli.main([*argv, "--crf-search", "--report", str(tmp_path / "no")]) == 1
     assert "--report draws an evaluation; it does not apply to --crf-search" in capsys.readouterr().err
+
+
+def test_a_labelme_export_is_trained_and_evaluated_with_its_own_classes(tmp_path):
+    """A VOC-layout folder with its own class_names.txt: a recipe of its 7 classes opens it (it was refused as
+    "voc/train has 21 classes"), and the evaluation names its classes."""
+    import pipelines_fixtures as fixtures
+
+    from keras_deeplab.recipe import load_recipe
+    from keras_deeplab.training.inputs import open_sources
+
+    root = tmp_path / "export"
+    fixtures.write_labelme_voc(str(root))
+    recipe = load_recipe("demo", ["data.format=voc", f"data.root={root}", "model.num_classes=7"])
+    train_source, eval_source = open_sources(recipe)
+    assert train_source.class_names == eval_source.class_names == tuple(fixtures.LABELME_CLASSES)
+    seven = build_model(16, num_classes=7, backbone="resnet50", width_multiplier=0.125, aspp_filters=16)
+    results = evaluate_model(seven, eval_source)
+    assert (results["class_names"], results["examples"]) == (fixtures.LABELME_CLASSES, 3)
+    assert "sofa" in format_table(results)

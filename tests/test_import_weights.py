@@ -18,6 +18,7 @@ from keras_deeplab.importing import WeightImportError, import_weights, read_sour
 from keras_deeplab.importing.mapping import official_weight_table
 from keras_deeplab.litert import open_interpreter
 from keras_deeplab.model import build_model
+from keras_deeplab.recipe import load_recipe
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 FLOAT_TFLITE = "deeplabv3_257_mv_gpu.tflite"  # float32, 257x257, output stride 8
@@ -240,9 +241,17 @@ def test_num_classes_override_keeps_every_other_weight(small_source):
 def test_import_weights_command(small_source, tmp_path, capsys):
     out = tmp_path / "imported.keras"
     assert cli.main(["import-weights", small_source["checkpoint"], "--out", str(out)]) == 0
-    assert "mobilenetv2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mobilenetv2" in printed.splitlines()[0]
     loaded = keras.models.load_model(out)
     np.testing.assert_allclose(loaded(small_source["pixels"]).numpy(), small_source["logits"], atol=1e-4)
+    # the printed model section pastes into a recipe, which loads and builds the imported network
+    section = printed[printed.index('"model": ') :]
+    recipe_path = tmp_path / "pasted.json"
+    recipe_path.write_text('{"description": "pasted", "train": {"steps": 10},\n' + section + "}\n")
+    recipe = load_recipe(str(recipe_path))
+    assert set(loaded.build_config) - set(recipe.model) == {"input_shape", "sync_batch_norm"}  # training sets them
+    assert build_model(**recipe.model).build_config == loaded.build_config
 
     assert cli.main(["import-weights", str(tmp_path / "absent.tflite"), "--out", str(tmp_path / "x.keras")]) == 1
     error = capsys.readouterr().err.strip()

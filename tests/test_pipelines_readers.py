@@ -102,6 +102,25 @@ def test_folder_with_class_list_and_split_list(tmp_path):
     assert [name for _, _, name in open_source("folder", str(tmp_path), "val").examples()] == ["b"]
 
 
+def test_labelme_voc_export_is_read_with_its_own_classes(tmp_path):
+    """labelme's VOC export: class_names.txt gives the classes, SegmentationClassPNG/ the masks, and without
+    ImageSets/ every image is in every split; with split lists, a split is its list."""
+    masks = fixtures.write_labelme_voc(str(tmp_path))
+    for split in ("train", "val"):
+        source = open_source("voc", str(tmp_path), split)
+        assert source.name == f"{tmp_path.name}/{split}" and source.class_names == tuple(fixtures.LABELME_CLASSES)
+        assert (source.num_classes, source.descriptor.background) == (7, 0)
+        read = eager_and_graph(source)
+        assert sorted(read) == sorted(masks)
+        for name, (_, mask) in read.items():
+            np.testing.assert_array_equal(mask, pil_mask(masks[name]))
+    os.makedirs(tmp_path / "ImageSets" / "Segmentation")
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("IMG_0002\n")
+    assert [name for _, _, name in open_source("voc", str(tmp_path), "val").examples()] == ["IMG_0002"]
+    with pytest.raises(DataError, match=r"train\.txt: split list is missing"):
+        open_source("voc", str(tmp_path), "train")
+
+
 def test_tfrecord_round_trip_is_lossless(tmp_path):
     fixtures.write_voc(str(tmp_path / "voc"))
     original = open_source("voc", str(tmp_path / "voc"), "train")

@@ -169,6 +169,13 @@ def test_predict_overlays_carry_the_legend_unless_no_legend(tmp_path, tmp_path_f
     assert main(["predict", photos[0], "--model", keras_path, "--out", str(tmp_path / "voc"), "--dataset", "voc"]) == 1
     assert "the model has 5 classes, dataset voc has 21" in capsys.readouterr().err
     assert not (tmp_path / "voc" / "photo0.png").exists()
+    labelme = tmp_path / "labelme"  # a dataset's own class list names the legend's classes (labelme's export)
+    labelme.mkdir()
+    (labelme / "class_names.txt").write_text("_background_\nkelp\nseal\nrock\nbuoy")
+    own = ["--out", str(tmp_path / "own"), "--dataset", str(labelme)]
+    assert main(["predict", photos[0], "--model", keras_path, *own]) == 0
+    named = np.array(Image.open(tmp_path / "own" / "photo0_overlay.jpg"), np.int64)
+    assert named.shape == legend.shape and np.abs(named[height:] - legend[height:]).mean() > 1  # other names
     palette = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0), (0, 250, 250)]
     five = make_descriptor("five", ["sky", "sea", "sand", "sun", "boat"], palette=palette)
     predictor = load_predictor(keras_path)

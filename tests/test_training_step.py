@@ -1,5 +1,6 @@
 """The training step: two replicas with synchronized batch norm step like one replica on the whole batch."""
 
+import dataclasses
 import json
 
 import keras
@@ -10,7 +11,15 @@ import tensorflow as tf
 from keras_deeplab import build_model
 from keras_deeplab.precision import dtype_policy, precision_policy
 from keras_deeplab.recipe import DistributionSettings, TrainSettings
-from keras_deeplab.training.step import make_optimizer, make_train_step, poly_learning_rate
+from keras_deeplab.training.run import divergence_hint
+from keras_deeplab.training.step import (
+    batch_norm_frozen,
+    batch_norm_layers,
+    freeze_folded_batch_norm,
+    make_optimizer,
+    make_train_step,
+    poly_learning_rate,
+)
 from keras_deeplab.training.strategy import make_strategy
 
 NUM_CLASSES = 4
@@ -197,3 +206,44 @@ def test_the_fast_cpu_convs_give_keras_plain_gradients_through_the_whole_network
 
     for got, want, variable in zip(gradients(ours), gradients(plain), ours.trainable_variables, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=variable.path)
+
+
+def test_folded_batch_norm_stays_in_inference_mode_and_fine_tuning_freezes_batch_norm_by_default():
+    fine_tuning = TrainSettings(init_checkpoint="published.tflite")
+    assert batch_norm_frozen(fine_tuning) and not batch_norm_frozen(TrainSettings())
+    assert not batch_norm_frozen(dataclasses.replace(fine_tuning, freeze_batch_norm=False))
+    assert batch_norm_frozen(TrainSettings(freeze_batch_norm=True))
+
+    strategy = make_strategy(DistributionSettings(devices=["/cpu:0"]))
+    with strategy.scope():
+        model = tiny_model()
+        optimizer = make_optimizer(SETTINGS, "float32")
+        optimizer.build(model.trainable_variables)  # as a run builds it, before its weights are loaded
+    norms = batch_norm_layers(model)
+    folded = norms[1]  # as import_weights loads a TFLite file's: an identity plus the conv's bias
+    width = folded.moving_mean.shape[0]
+    folded.set_weights([np.ones(width), np.full(width, 0.5), np.zeros(width), np.full(width, 1 - folded.epsilon)])
+    assert freeze_folded_batch_norm(model) == 1 and not folded.trainable
+    assert all(layer.trainable for layer in norms if layer is not folded)  # fresh ones have variance 1
+    before = {layer.name: [np.array(weight) for weight in layer.weights] for layer in norms}
+    images, masks = batch_of_four()
+    tf.config.run_functions_eagerly(True)
+    try:
+        make_train_step(model, optimizer, strategy, SETTINGS)((images, masks))
+    finally:
+        tf.config.run_functions_eagerly(False)
+    for layer in norms:
+        moved = [not np.array_equal(weight, old) for weight, old in zip(layer.weights, before[layer.name], strict=True)]
+        assert moved == ([False] * 4 if layer is folded else [True] * 4), layer.name
+    x = np.random.default_rng(0).normal(size=(2, 3, 3, width)).astype(np.float32)
+    np.testing.assert_allclose(folded(x, training=True), x + 0.5, atol=1e-5)  # not normalised by the batch's
+
+
+def test_a_diverged_loss_names_its_likely_cause():
+    unsettled = divergence_hint(6.2e23, 21, TrainSettings(learning_rate=1e-4, init_checkpoint="runs/first"))
+    assert "6.2e+23 is far above log(21) = 3.04" in unsettled and "statistics that never settled" in unsettled
+    overshoot = divergence_hint(1.7, 21, TrainSettings(learning_rate=1e-3, init_checkpoint="published.tflite"))
+    assert "train.learning_rate 0.001 too high" in overshoot and "batch-norm" not in overshoot  # frozen already
+    assert "freeze_batch_norm=true" in divergence_hint(1.7, 21, TrainSettings(learning_rate=1e-3))
+    assert "not finite from the first step" in divergence_hint(None, 5, SETTINGS)
+    assert all("\n" not in hint for hint in (unsettled, overshoot))

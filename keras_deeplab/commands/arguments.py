@@ -5,12 +5,16 @@ TensorFlow is imported here."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keras_deeplab import constants
 from keras_deeplab.scales import parse_scales
 from pipelines.formats import FORMATS
+
+if TYPE_CHECKING:
+    from keras_deeplab.descriptors import DatasetDescriptor
 
 MAX_PORT = 65535
 
@@ -198,6 +202,36 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
         "num_classes": args.num_classes,
     }
     return {key: value for key, value in given.items() if value is not None}
+
+
+def dataset_descriptor(text: str) -> DatasetDescriptor:
+    """--dataset: a known dataset (voc, cityscapes, ade20k, oxford_iiit_pet, or an alias), or a dataset's own class
+    list: a `class_names.txt` / `classes.txt` file (line i names class id i) or the dataset folder holding one. A
+    known name wins over a folder of that name."""
+    from keras_deeplab.descriptors import descriptor_for
+    from pipelines.errors import DataError
+    from pipelines.lists import class_list_descriptor
+
+    try:
+        return descriptor_for(text)
+    except ValueError as error:
+        if not os.path.exists(text):
+            raise argparse.ArgumentTypeError(f"{error}; nor is it a class list file or a dataset folder") from error
+    try:
+        return class_list_descriptor(text)
+    except DataError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def add_dataset_option(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """`--dataset NAME_OR_PATH`: the class names and colours of the pictures (`dataset_descriptor`)."""
+    parser.add_argument(
+        "--dataset",
+        type=dataset_descriptor,
+        default=default,
+        metavar="NAME_OR_PATH",
+        help=f"{help}: voc, cityscapes, ade20k, oxford_iiit_pet, or a class_names.txt / classes.txt (or its folder)",
+    )
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:

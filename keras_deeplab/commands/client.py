@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_deeplab.commands.arguments import positive_int
-from keras_deeplab.descriptors import DESCRIPTORS
+from keras_deeplab.commands.arguments import add_dataset_option, positive_int
 from serving.settings import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 
 
@@ -28,9 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="largest image, H x W (default %(default)s)"
     )
     parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg")
-    parser.add_argument(
-        "--dataset", default="voc", choices=sorted(DESCRIPTORS), help="class names and colours of the pictures"
-    )
+    add_dataset_option(parser, "class names and colours of the pictures (default voc)", default="voc")
     parser.add_argument("--no-legend", action="store_true", help="overlays without the strip naming the classes")
     parser.set_defaults(run=run)
 
@@ -55,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         )
         for path, (image, _), class_map in zip(paths, decoded, class_maps, strict=True):
             mask_path, overlay_path = write_outputs(
-                args.out, path, image, class_map, DESCRIPTORS[args.dataset], legend=not args.no_legend
+                args.out, path, image, class_map, args.dataset, legend=not args.no_legend
             )
             print(f"{path}: {mask_path}, {overlay_path}")
     return 0

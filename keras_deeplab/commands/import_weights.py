@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.out}: the output must be a .keras file")
     from keras_deeplab.files import atomic_path, check_new_file
     from keras_deeplab.importing import import_weights
+    from keras_deeplab.recipe import model_section_text
 
     check_new_file(args.out)  # before the import's minutes, and naming --out, not atomic_path's temporary
     model = import_weights(args.source, num_classes=args.num_classes)
@@ -43,4 +44,6 @@ def run(args: argparse.Namespace) -> int:
         f"output stride {config['output_stride']}, {'v3+ (decoder)' if config['decoder'] else 'v3'}, "
         f"{model.count_params():,} parameters"
     )
+    print("a recipe's model section for it (num_classes: your dataset's; the logits then start fresh):")
+    print(model_section_text(config))
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 from keras_deeplab.commands.arguments import (
     add_crf_options,
+    add_dataset_option,
     add_model_option,
     add_output_stride_option,
     add_precision_option,
@@ -14,7 +15,6 @@ from keras_deeplab.commands.arguments import (
     positive_int,
     scales,
 )
-from keras_deeplab.descriptors import DESCRIPTORS
 from serving.settings import DEFAULT_MAX_PIXELS
 
 
@@ -37,11 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"largest image, H x W (default {DEFAULT_MAX_PIXELS}, less for a model of over 64 classes: its class "
         "probabilities then take 12 GB at most)",
     )
-    parser.add_argument(
-        "--dataset",
-        choices=sorted(DESCRIPTORS),
-        help="class names and colours of the pictures (default: from the model's number of classes)",
-    )
+    add_dataset_option(parser, "class names and colours of the pictures (default: from the model's number of classes)")
     parser.add_argument("--no-legend", action="store_true", help="overlays without the strip naming the classes")
     parser.set_defaults(run=run)
 
@@ -63,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         args.max_pixels,
         crf,
         legend=not args.no_legend,
-        dataset=DESCRIPTORS[args.dataset] if args.dataset else None,
+        dataset=args.dataset,
     )
     for image_path, (mask_path, overlay_path) in zip(args.images, written, strict=True):
         print(f"{image_path}: {mask_path}, {overlay_path}")

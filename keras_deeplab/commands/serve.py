@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_deeplab.commands.arguments import add_crf_options, crf_settings, port, positive_int
-from keras_deeplab.descriptors import DESCRIPTORS
+from keras_deeplab.commands.arguments import add_crf_options, add_dataset_option, crf_settings, port, positive_int
 from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -45,9 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no line per request")
     add_crf_options(parser, "class maps refined by the fully connected CRF")
-    parser.add_argument(
-        "--dataset", choices=sorted(DESCRIPTORS), help="the page's class names (default: from the number of classes)"
-    )
+    add_dataset_option(parser, "the page's class names (default: from the number of classes)")
     parser.add_argument(
         "--max-crf-mb",
         type=float,
@@ -70,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         max_instances=args.max_instances,
         max_concurrent=args.max_concurrent,
         crf=crf_settings(args),
-        dataset=DESCRIPTORS[args.dataset] if args.dataset else None,
+        dataset=args.dataset,
         max_crf_mb=args.max_crf_mb,
     )
     try:

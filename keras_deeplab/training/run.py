@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -24,9 +25,16 @@ from keras_deeplab.files import TEMPORARY_PREFIX, atomic_path, read_json, write_
 from keras_deeplab.loading import FINAL_MODEL, load_model
 from keras_deeplab.model import DeepLab, build_model
 from keras_deeplab.precision import dtype_policy, precision_policy
-from keras_deeplab.recipe import Recipe, RecipeError, load_recipe
+from keras_deeplab.recipe import Recipe, RecipeError, TrainSettings, load_recipe
 from keras_deeplab.training.inputs import distributed_training_data, open_sources
-from keras_deeplab.training.step import build_training_model, learning_rate_schedule, make_optimizer, make_train_step
+from keras_deeplab.training.step import (
+    batch_norm_frozen,
+    build_training_model,
+    freeze_folded_batch_norm,
+    learning_rate_schedule,
+    make_optimizer,
+    make_train_step,
+)
 from keras_deeplab.training.strategy import (
     cluster_size,
     cluster_sum,
@@ -156,6 +164,11 @@ class TrainingRun:
             init = self.recipe.train.init_checkpoint
             if init:
                 self._initialise_from(init)
+        folded = freeze_folded_batch_norm(self.model)
+        if self.chief:
+            note = batch_norm_note(self.recipe.train, folded)
+            if note:
+                print(f"{self.recipe.run_dir}: {note}", flush=True)
         if self.task:
             self._check_same_start(step)
         if self.chief:
@@ -221,12 +234,17 @@ class TrainingRun:
         )
         where = f", {self.task} of {cluster_size()} workers" if self.task else ""
         print(f"{recipe.run_dir}: training steps {start_step + 1}..{steps} ({split}{where})", flush=True)
+        first_loss = None
         for step in range(start_step + 1, steps + 1):
             self.step = step
             batch = next(iterator)
             loss = float(train_step(batch))
             if not np.isfinite(loss) and self.policy == "float32":
-                raise FloatingPointError(f"{recipe.run_dir}: the loss is {loss} at step {step}")
+                raise FloatingPointError(
+                    f"{recipe.run_dir}: the loss is {loss} at step {step}; "
+                    f"{divergence_hint(first_loss, recipe.num_classes, recipe.train)}"
+                )
+            first_loss = loss if first_loss is None else first_loss
             learning_rate = float(schedule(step - 1))
             if bar is not None:
                 bar.update(step, [("loss", loss), ("lr", learning_rate)])
@@ -279,6 +297,60 @@ class TrainingRun:
                 tf.summary.scalar("pixel_accuracy", results["pixel_accuracy"])
         print(f"{self.recipe.run_dir}: step {step}: mIoU {results['miou']:.4f}", flush=True)
         return results
+
+
+def batch_norm_note(train: TrainSettings, folded: int) -> str:
+    """The line that says which batch norm layers train their statistics, when it is not simply all of them
+    (empty then)."""
+    if batch_norm_frozen(train):
+        if train.freeze_batch_norm is None:
+            return (
+                "batch norm in inference mode (fine-tuning from train.init_checkpoint; "
+                "train.freeze_batch_norm=true|false decides)"
+            )
+        return ""
+    if folded:
+        return (
+            f"{folded} batch norm layers hold statistics folded into their convs (a published TFLite file): they "
+            "stay in inference mode"
+        )
+    return ""
+
+
+# A step-1 loss above this many times log(num_classes), the cross-entropy of a network that knows nothing, is
+# not a network's loss on its own data: its outputs were off before any update.
+HUGE_FIRST_LOSS = 100.0
+
+
+def divergence_hint(first_loss: float | None, num_classes: int, train: TrainSettings) -> str:
+    """Why the loss likely went non-finite, in one clause: from the loss of the run's first step (None: the
+    first step itself) against log(num_classes), and the recipe's batch norm and learning rate."""
+    scale = math.log(max(num_classes, 2))
+    too_high = f"train.learning_rate {train.learning_rate:g} too high"
+    frozen = batch_norm_frozen(train)
+    if first_loss is None or first_loss > HUGE_FIRST_LOSS * scale:
+        if first_loss is None:
+            first = f"not finite from the first step on (expected near log({num_classes}) = {scale:.2f} or below)"
+        else:
+            first = f"the first step's loss {first_loss:.3g} is far above log({num_classes}) = {scale:.2f} (chance)"
+        causes = []
+        if frozen:
+            causes.append(
+                "batch-norm statistics that never settled (a short first stage), frozen here (try "
+                "train.freeze_batch_norm=false, or a longer first stage)"
+            )
+        if train.init_checkpoint:
+            causes.append("a model section that does not fit train.init_checkpoint")
+        causes.append(too_high)
+        return f"{first}: the starting weights misbehave on this data; likely {'; or '.join(causes)}"
+    causes = [f"{too_high} (a converged network fine-tunes at 1e-4 or below with momentum {train.momentum:g})"]
+    if not frozen:
+        batches = train.global_batch_size
+        causes.append(f"batch-norm statistics of batches of {batches} (try train.freeze_batch_norm=true)")
+    return (
+        f"the first step's loss was {first_loss:.3g} (log({num_classes}) = {scale:.2f}): the training diverged; "
+        f"likely {'; or '.join(causes)}"
+    )
 
 
 def remove_leftovers(run_dir: str) -> None:

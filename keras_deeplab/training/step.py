@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.losses import segmentation_loss_terms
@@ -21,14 +22,46 @@ from keras_deeplab.recipe import Recipe, TrainSettings
 from keras_deeplab.weights import weighted_layers
 
 
+def batch_norm_frozen(train: TrainSettings) -> bool:
+    """train.freeze_batch_norm, or when it is unset (None), whether training starts from train.init_checkpoint: a
+    converged network keeps its batch statistics, as research/deeplab fine-tunes (fine_tune_batch_norm=False)."""
+    if train.freeze_batch_norm is None:
+        return train.init_checkpoint is not None
+    return train.freeze_batch_norm
+
+
 def build_training_model(recipe: Recipe, num_replicas: int) -> DeepLab:
-    """The recipe's DeepLab (synchronized batch norm over several replicas; frozen batch norm on request)."""
+    """The recipe's DeepLab (synchronized batch norm over several replicas; frozen batch norm as
+    `batch_norm_frozen` says)."""
     model = build_model(**recipe.model, sync_batch_norm=num_replicas > 1)
-    if recipe.train.freeze_batch_norm:
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    if batch_norm_frozen(recipe.train):
+        for layer in batch_norm_layers(model):
+            layer.trainable = False
     return model
+
+
+def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every batch norm layer of `model`, nested sub-models (multi_scale_inputs' "scale_network") included."""
+    return [layer for layer in weighted_layers(model).values() if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def is_folded_batch_norm(layer: keras.layers.BatchNormalization) -> bool:
+    """True for a batch norm whose statistics were folded into the conv before it (a published TFLite file, as
+    `import_weights` loads it): gamma 1, moving mean 0, moving variance 1 - epsilon, an identity plus the conv's
+    bias. In training mode it would normalise with batch statistics the folded weights never saw."""
+    gamma = 1.0 if layer.gamma is None else np.asarray(layer.gamma)
+    mean, variance = np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
+    identity = np.float32(1.0 - layer.epsilon)
+    return bool(np.all(gamma == 1.0) and np.all(mean == 0.0) and np.all(variance == identity))
+
+
+def freeze_folded_batch_norm(model: keras.Model) -> int:
+    """Put the batch norm layers of `model` that `is_folded_batch_norm` finds in inference mode (not trainable);
+    returns how many of the trainable ones it froze."""
+    folded = [layer for layer in batch_norm_layers(model) if layer.trainable and is_folded_batch_norm(layer)]
+    for layer in folded:
+        layer.trainable = False
+    return len(folded)
 
 
 def poly_learning_rate(train: TrainSettings) -> keras.optimizers.schedules.LearningRateSchedule:
