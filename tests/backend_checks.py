@@ -8,6 +8,7 @@ Usage: KERAS_BACKEND=jax python tests/backend_checks.py FOLDER
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -17,19 +18,26 @@ def main(folder: str) -> dict:
 
     from keras_deeplab import build_model
 
-    result = {"backend": keras.backend.backend()}
+    started = time.perf_counter()
+    result = {"backend": keras.backend.backend(), "seconds": {}}
+
+    def lap(name: str) -> None:
+        result["seconds"][name] = round(time.perf_counter() - started, 1)
+
+    with open(os.path.join(folder, "build_config.json")) as file:
+        build_config = json.load(file)
     expected = dict(np.load(os.path.join(folder, "expected.npz")))
     images, labels = expected["images"], expected["labels"]
 
-    # The model builds and runs without TensorFlow (a GPU machine with JAX or PyTorch only).
-    tiny = build_model(16, num_classes=3, backbone="mobilenetv2", width_multiplier=0.35, aspp_filters=8)
-    tiny(images[:1])
-    result["tensorflow_imported_by_build"] = "tensorflow" in sys.modules
+    # The model builds (and traces, on JAX) without TensorFlow: a GPU machine may have JAX or PyTorch only.
+    built = build_model(**build_config)
     if keras.backend.backend() == "jax":
         import jax
 
-        shape = jax.eval_shape(tiny, jax.ShapeDtypeStruct((1, 40, 48, 3), "float32")).shape
+        shape = jax.eval_shape(built, jax.ShapeDtypeStruct((1, 40, 48, 3), "float32")).shape
         result["eval_shape"] = list(shape)
+    result["tensorflow_imported_by_build"] = "tensorflow" in sys.modules
+    lap("build")
 
     import keras_deeplab
 
@@ -39,6 +47,7 @@ def main(folder: str) -> dict:
         logits, reference = keras.ops.convert_to_numpy(model(images)), expected["logits"]
         result[f"{loader}_relative"] = float(np.abs(logits - reference).max() / np.abs(reference).max())
         result[f"{loader}_argmax"] = float((logits.argmax(-1) == reference.argmax(-1)).mean())
+        lap(loader)
 
     from keras_deeplab.inference import class_probabilities
     from keras_deeplab.losses import segmentation_loss
@@ -53,6 +62,7 @@ def main(folder: str) -> dict:
     metric = MeanIoU(3)
     metric.update_state(labels, expected["logits"])
     result["miou_diff"] = abs(float(metric.result()) - float(expected["miou"]))
+    lap("inference_loss_metric")
 
     import tensorflow as tf
 
@@ -64,6 +74,7 @@ def main(folder: str) -> dict:
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
     history = model.fit(dataset, epochs=3, verbose=0).history
     result["fit_loss"], result["fit_miou"] = history["loss"], history["mean_iou"]
+    lap("fit")
 
     try:
         keras_deeplab.train("demo")
