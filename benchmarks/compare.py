@@ -183,6 +183,7 @@ def matmul_rate() -> dict:
 
 
 def main() -> int:
+    global SIZE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed forward passes per model")
     parser.add_argument("--train-steps", type=int, default=2, help="timed training steps per model (0: none)")
@@ -191,7 +192,6 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(peers.ROOT, "benchmarks", "compare.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one side in this process
     args = parser.parse_args()
-    global SIZE
     SIZE = args.size
     if args.one in BACKENDS:  # before anything imports Keras, which reads it once
         os.environ["KERAS_BACKEND"] = BACKENDS[args.one]
