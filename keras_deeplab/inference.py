@@ -19,7 +19,7 @@ from keras_deeplab.scales import check_scales
 PredictLogits = Callable[[Any], Any]
 
 
-def rounded_size(size, scale: float):
+def rounded_size(size: Any, scale: float) -> Any:
     """round(H * scale) x round(W * scale) (float32, halves to even), each at least 1, of `size` (H, W): a
     TensorFlow int tensor on TensorFlow, two ints on the other backends (see `layers.spatial_size`)."""
     if on_tensorflow():

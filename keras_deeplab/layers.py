@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -23,7 +24,7 @@ def on_tensorflow() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
-def bilinear_resize(images, size, align_corners: bool):
+def bilinear_resize(images: Any, size: Any, align_corners: bool) -> Any:
     """Bilinear resize of (B, h, w, C) to `size` (2 ints, or on TensorFlow an int tensor): TF1's corner-aligned
     form (the official DeepLab code's) when `align_corners`, else TF2's half-pixel one."""
     if on_tensorflow():
@@ -41,7 +42,7 @@ def bilinear_resize(images, size, align_corners: bool):
     return images
 
 
-def _align_corners_1d(images, axis: int, old: int, new: int):
+def _align_corners_1d(images: Any, axis: int, old: int, new: int) -> Any:
     """Linear interpolation along `axis` from `old` to `new` samples, corner samples on corner samples (TF1's
     `resize_bilinear(align_corners=True)`: source coordinate i * (old - 1) / (new - 1), in float32)."""
     step = np.float32((old - 1) / (new - 1)) if new > 1 else np.float32(0.0)
@@ -79,7 +80,7 @@ class ResizeLike(layers.Layer):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
 
-def spatial_size(images):
+def spatial_size(images: Any) -> Any:
     """(H, W) of images (B, H, W, C): a TensorFlow int tensor on TensorFlow (any size known only at run time), two
     ints on the other backends (whose traced shapes are static)."""
     if on_tensorflow():
@@ -89,7 +90,7 @@ def spatial_size(images):
     return tuple(int(side) for side in images.shape[1:3])
 
 
-def scaled_size(size, scale: float):
+def scaled_size(size: Any, scale: float) -> Any:
     """The side of an image of side `size` (int, or a TensorFlow int tensor) at `scale`: floor((size - 1) * scale)
     + 1 computed in float32, Caffe's Interp rule in DeepLab v2's multi-scale inputs (321 -> 241 at 0.75, 161 at
     0.5; corners stay aligned)."""
