@@ -5,9 +5,12 @@ keras-hub's DeepLabV3 segmenter on a ResNet-101 v1 encoder (keras-hub has no atr
 stride-32 feature, the only way it builds). Every measurement runs in a process of its own (batch 1 forward at
 513x513; batch 2 SGD step at crop 513, ours also in bfloat16 and beside its own batch-2 forward), medians after
 warm-up; the CPU's model and flags head the table. Also keras-deeplab's achieved GFLOP/s beside the
-machine's float32 matmul rate (TensorFlow's and NumPy's BLAS). Prints a table and writes JSON (--out).
+machine's float32 matmul rate (TensorFlow's and NumPy's BLAS). Ours also under Keras' other backends, each in a
+process with KERAS_BACKEND set: JAX (forward and step under `jax.jit`, through `predict_on_batch` and
+`train_on_batch`) and PyTorch (eager), the step Keras' `compile`/`train_on_batch` with SegmentationLoss and SGD
+with momentum. Prints a table and writes JSON (--out). `--size` measures at a smaller size (shared machines).
 
-Usage: python benchmarks/compare.py [--runs 3] [--train-steps 2] [--out benchmarks/compare.json]
+Usage: python benchmarks/compare.py [--runs 3] [--train-steps 2] [--size 513] [--out benchmarks/compare.json]
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ SIDES = {
     "ours_os16_xla": "keras-deeplab DeepLabv3 R101 OS16, XLA",
     "ours_os16_bf16": "keras-deeplab DeepLabv3 R101 OS16, bfloat16",
     "ours_os8": "keras-deeplab DeepLabv3 R101 OS8",
+    "ours_os16_jax": "keras-deeplab DeepLabv3 R101 OS16, JAX jit",
+    "ours_os16_torch": "keras-deeplab DeepLabv3 R101 OS16, PyTorch",
     "modelgarden": "Model Garden seg_deeplabv3_pascal OS16",
     "modelgarden_os8": "Model Garden seg_deeplabv3_pascal OS8",
     "kerashub": "keras-hub DeepLabV3 R101 (stride 32)",
@@ -106,6 +111,38 @@ def build(side: str):
     )
 
 
+# The sides measured under another Keras backend: side -> KERAS_BACKEND.
+BACKENDS = {"ours_os16_jax": "jax", "ours_os16_torch": "torch"}
+
+
+def measure_backend(side: str, runs: int, train_steps: int) -> dict:
+    """`measure` for a side of BACKENDS, in a process whose KERAS_BACKEND is already set: Keras' own compiled
+    steps (`predict_on_batch`, `train_on_batch`), no TensorFlow in the model."""
+    import keras
+    import numpy as np
+
+    from keras_deeplab import SegmentationLoss, build_model
+
+    assert keras.backend.backend() == BACKENDS[side]
+    model = build_model(16, backbone="resnet101", input_shape=(SIZE, SIZE, 3))
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    result = {"side": side, "parameters": int(model.count_params())}
+    result["output_shape"] = [int(model.predict_on_batch(pixels).shape[1])]
+    result["forward"] = peers.median_seconds(lambda: model.predict_on_batch(pixels), runs, warmup=2)
+    result["forward_peak_mib"] = peers.peak_memory_mib()
+    if train_steps:
+        images = rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+        labels = rng.integers(0, 21, (2, SIZE, SIZE)).astype(np.uint8)
+        model.compile(optimizer=keras.optimizers.SGD(0.007, momentum=0.9), loss=SegmentationLoss())
+        result["forward_batch2"] = peers.median_seconds(lambda: model.predict_on_batch(images), runs, warmup=1)
+        result["train_step"] = peers.median_seconds(
+            lambda: float(model.train_on_batch(images, labels)), train_steps, warmup=1
+        )
+        result["train_peak_mib"] = peers.peak_memory_mib()
+    return result
+
+
 def measure(side: str, runs: int, train_steps: int) -> dict:
     import tensorflow as tf
 
@@ -146,18 +183,25 @@ def matmul_rate() -> dict:
 
 
 def main() -> int:
+    global SIZE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed forward passes per model")
     parser.add_argument("--train-steps", type=int, default=2, help="timed training steps per model (0: none)")
     parser.add_argument("--sides", nargs="+", choices=[*SIDES], default=[*SIDES])
+    parser.add_argument("--size", type=int, default=SIZE, help="image side and crop (513: the papers')")
     parser.add_argument("--out", default=os.path.join(peers.ROOT, "benchmarks", "compare.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one side in this process
     args = parser.parse_args()
+    SIZE = args.size
+    if args.one in BACKENDS:  # before anything imports Keras, which reads it once
+        os.environ["KERAS_BACKEND"] = BACKENDS[args.one]
+        print(json.dumps(measure_backend(args.one, args.runs, args.train_steps)))
+        return 0
     if args.one:
         print(json.dumps(matmul_rate() if args.one == "matmul" else measure(args.one, args.runs, args.train_steps)))
         return 0
     script = os.path.abspath(__file__)
-    options = ["--runs", str(args.runs), "--train-steps", str(args.train_steps)]
+    options = ["--runs", str(args.runs), "--train-steps", str(args.train_steps), "--size", str(SIZE)]
     results = {"matmul": peers.run_json(sys.executable, script, ["--one", "matmul"])}
     for side in args.sides:
         python, pythonpath = sys.executable, peers.ROOT
@@ -213,6 +257,14 @@ def print_table(results: dict) -> None:
             if "train_step" in results[peer] and "train_step" in ours:
                 line += f", {results[peer]['train_step']['median_s'] / ours['train_step']['median_s']:.2f}x per step"
             print(line)
+    for other in BACKENDS:
+        if other in results and "ours_os16" in results:
+            forward = results[other]["forward"]["median_s"] / results["ours_os16"]["forward"]["median_s"]
+            line = f"{SIDES[other]}: forward {forward:.2f}x"
+            if "train_step" in results[other] and "train_step" in results["ours_os16"]:
+                step = results[other]["train_step"]["median_s"] / results["ours_os16"]["train_step"]["median_s"]
+                line += f", step {step:.2f}x"
+            print(f"{line} TensorFlow's time")
     for mine in ("ours_os16", "ours_os16_bf16"):
         ours = results.get(mine, {})
         if "forward_batch2" in ours:

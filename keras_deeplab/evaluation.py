@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_deeplab.crf import dense_crf
 from keras_deeplab.inference import class_probabilities
+from keras_deeplab.layers import on_tensorflow
 from keras_deeplab.loading import load_model
 from keras_deeplab.metrics import MeanIoU
 from keras_deeplab.report import ReportCollector, require_matplotlib, write_report
@@ -128,17 +129,21 @@ def predictions(
     scales = check_scales(scales)
     total = len(source) if max_examples is None else min(len(source), max_examples)
 
-    def predict_logits(images):
-        return model(images, training=False)
+    if on_tensorflow():
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)], reduce_retracing=True)
-    def predict_probabilities(images):
-        return class_probabilities(predict_logits, images, scales=scales, flip=flip)
+        @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)], reduce_retracing=True)
+        def predict_probabilities(images):
+            return class_probabilities(lambda batch: model(batch, training=False), images, scales=scales, flip=flip)
+
+    else:  # JAX, PyTorch: Keras' compiled inference step (jit-compiled per image size on JAX)
+
+        def predict_probabilities(images):
+            return class_probabilities(model.predict_on_batch, images.numpy(), scales=scales, flip=flip)
 
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
     with data_errors(source):
         for index, (image, mask, name) in enumerate(evaluation_dataset(source).take(total), start=1):
-            probabilities = predict_probabilities(image)[0].numpy()
+            probabilities = keras.ops.convert_to_numpy(predict_probabilities(image)[0])
             yield image[0].numpy().astype(np.uint8), mask[0].numpy(), probabilities, name.numpy().decode("utf-8")
             if bar is not None:
                 bar.update(index)

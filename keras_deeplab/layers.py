@@ -1,24 +1,57 @@
-"""Building blocks shared by the backbones and the heads: custom layers and conv + BN + ReLU units."""
+"""Building blocks shared by the backbones and the heads: custom layers and conv + BN + ReLU units.
+
+Every layer runs on each Keras 3 backend (TensorFlow, JAX, PyTorch) through `keras.ops`; where TensorFlow has a
+faster kernel of the same numbers (its corner-aligned resize, the CPU conv gradients of `conv_gradients`, the
+fused batch norm), the layer takes it when the backend is TensorFlow. TensorFlow is imported only then, so the
+model builds on a machine with JAX or PyTorch and no TensorFlow.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
-import tensorflow as tf
+import numpy as np
 from keras import layers, ops
 
 from keras_deeplab import constants
-from keras_deeplab.conv_gradients import stride1_conv2d
 
 
-def bilinear_resize(images: tf.Tensor, size: tf.Tensor, align_corners: bool) -> tf.Tensor:
-    """Bilinear resize of (B, h, w, C) to `size`: TF1's corner-aligned form (the official DeepLab code's) when
-    `align_corners`, else TF2's half-pixel one."""
-    if align_corners:
-        return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True)
-    return tf.image.resize(images, size, method="bilinear")
+def on_tensorflow() -> bool:
+    """True when Keras runs on TensorFlow (the backend whose own kernels the layers below may take)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def bilinear_resize(images: Any, size: Any, align_corners: bool) -> Any:
+    """Bilinear resize of (B, h, w, C) to `size` (2 ints, or on TensorFlow an int tensor): TF1's corner-aligned
+    form (the official DeepLab code's) when `align_corners`, else TF2's half-pixel one."""
+    if on_tensorflow():
+        import tensorflow as tf
+
+        if align_corners:
+            return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True)
+        return tf.image.resize(images, size, method="bilinear")
+    size = tuple(int(side) for side in size)
+    if not align_corners:
+        return ops.image.resize(images, size, interpolation="bilinear")
+    images = ops.cast(images, "float32")
+    for axis, side in ((1, size[0]), (2, size[1])):
+        images = _align_corners_1d(images, axis, int(images.shape[axis]), side)
+    return images
+
+
+def _align_corners_1d(images: Any, axis: int, old: int, new: int) -> Any:
+    """Linear interpolation along `axis` from `old` to `new` samples, corner samples on corner samples (TF1's
+    `resize_bilinear(align_corners=True)`: source coordinate i * (old - 1) / (new - 1), in float32)."""
+    step = np.float32((old - 1) / (new - 1)) if new > 1 else np.float32(0.0)
+    source = np.arange(new, dtype=np.float32) * step
+    low = np.minimum(np.floor(source).astype(np.int32), old - 1)
+    high = np.minimum(low + 1, old - 1)
+    fraction = ops.convert_to_tensor((source - low).reshape([-1 if d == axis else 1 for d in range(4)]), "float32")
+    below, above = ops.take(images, low, axis=axis), ops.take(images, high, axis=axis)
+    return below + (above - below) * fraction
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
@@ -36,7 +69,8 @@ class ResizeLike(layers.Layer):
 
     def call(self, inputs):
         x, reference = inputs
-        return tf.cast(bilinear_resize(x, tf.shape(reference)[1:3], self.align_corners), self.compute_dtype)
+        size = spatial_size(reference)
+        return ops.cast(bilinear_resize(x, size, self.align_corners), self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "align_corners": self.align_corners}
@@ -46,10 +80,25 @@ class ResizeLike(layers.Layer):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
 
-def scaled_size(size, scale: float):
-    """The side of an image of side `size` (int or int tensor) at `scale`: floor((size - 1) * scale) + 1, Caffe's
-    Interp rule in DeepLab v2's multi-scale inputs (321 -> 241 at 0.75, 161 at 0.5; corners stay aligned)."""
-    return tf.cast(tf.math.floor(tf.cast(size - 1, tf.float32) * scale), tf.int32) + 1
+def spatial_size(images: Any) -> Any:
+    """(H, W) of images (B, H, W, C): a TensorFlow int tensor on TensorFlow (any size known only at run time), two
+    ints on the other backends (whose traced shapes are static)."""
+    if on_tensorflow():
+        import tensorflow as tf
+
+        return tf.shape(images)[1:3]
+    return tuple(int(side) for side in images.shape[1:3])
+
+
+def scaled_size(size: Any, scale: float) -> Any:
+    """The side of an image of side `size` (int, or a TensorFlow int tensor) at `scale`: floor((size - 1) * scale)
+    + 1 computed in float32, Caffe's Interp rule in DeepLab v2's multi-scale inputs (321 -> 241 at 0.75, 161 at
+    0.5; corners stay aligned)."""
+    if on_tensorflow():
+        import tensorflow as tf
+
+        return tf.cast(tf.math.floor(tf.cast(size - 1, tf.float32) * scale), tf.int32) + 1
+    return tuple(int(np.floor(np.float32(side - 1) * np.float32(scale))) + 1 for side in size)
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
@@ -62,8 +111,8 @@ class ScaleImage(layers.Layer):
         self.align_corners = bool(align_corners)
 
     def call(self, inputs):
-        size = scaled_size(tf.shape(inputs)[1:3], self.scale)
-        return tf.cast(bilinear_resize(inputs, size, self.align_corners), self.compute_dtype)
+        size = scaled_size(spatial_size(inputs), self.scale)
+        return ops.cast(bilinear_resize(inputs, size, self.align_corners), self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "align_corners": self.align_corners}
@@ -103,14 +152,16 @@ class PixelNormalization(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
 class Conv2D(layers.Conv2D):
-    """keras' `Conv2D` whose stride-1 form runs through `stride1_conv2d`: a faster forward pass (dilated) and a
-    faster gradient on CPU, TensorFlow's own kernels on GPU, the same results. Same variables and the same class name:
-    `.keras` files store weights under paths made from class names, so models saved with keras' Conv2D load into
-    this one and back."""
+    """keras' `Conv2D` whose stride-1 form runs, on TensorFlow, through `stride1_conv2d`: a faster forward pass
+    (dilated) and a faster gradient on CPU, TensorFlow's own kernels on GPU, the same results; keras' own on the
+    other backends. Same variables and the same class name: `.keras` files store weights under paths made from
+    class names, so models saved with keras' Conv2D load into this one and back."""
 
     def call(self, inputs):
-        if max(self.strides) > 1 or self.data_format != "channels_last" or self.groups != 1:
+        if not on_tensorflow() or max(self.strides) > 1 or self.data_format != "channels_last" or self.groups != 1:
             return super().call(inputs)
+        from keras_deeplab.conv_gradients import stride1_conv2d
+
         bias = self.bias if self.use_bias else None
         outputs = stride1_conv2d(inputs, self.kernel, self.dilation_rate, self.padding, bias)
         return outputs if self.activation is None else self.activation(outputs)
@@ -123,12 +174,13 @@ class BatchNormalization(layers.BatchNormalization):
     keras runs a dozen element-wise ops forward and backward (a quarter of a ResNet-101 training step on CPU,
     `benchmarks/profile_train_step.py`). The same numbers: the batch's biased variance normalizes and updates the
     moving variance, as in keras. Synchronized batch norm, masks, renorm, float64 and other layouts take keras'
-    path.
+    path, and so do the backends other than TensorFlow.
     Same variables and class name as keras' (see `Conv2D`)."""
 
     def call(self, inputs, training=None, mask=None):
         fused = (
-            training
+            on_tensorflow()
+            and training
             and self.trainable
             and mask is None
             and not self.synchronized
@@ -141,6 +193,8 @@ class BatchNormalization(layers.BatchNormalization):
         )
         if not fused:
             return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
         x = tf.cast(inputs, tf.float32)
         empty = tf.constant([], tf.float32)
         y, mean, unbiased_variance, *_ = tf.raw_ops.FusedBatchNormV3(

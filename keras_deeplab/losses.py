@@ -1,36 +1,57 @@
 """Per-pixel softmax cross-entropy for segmentation: ignore label, class weights, hard-pixel bootstrapping.
 
 Logits are resized bilinearly to the label's size (labels are never resized), and pixels labelled
-IGNORE_LABEL contribute exactly nothing: they are selected out before any sum, so neither the loss nor the
-gradient of their logits depends on those logits.
+IGNORE_LABEL contribute exactly nothing: their logits are replaced by zeros and their weight is zero, so neither
+the loss nor the gradient of their logits depends on those logits. Written in `keras.ops`: the same loss on
+TensorFlow, JAX and PyTorch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_deeplab import constants
+from keras_deeplab.layers import bilinear_resize, on_tensorflow, spatial_size
 
 
-def logits_at_label_size(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+def logits_at_label_size(logits: Any, labels: Any) -> Any:
     """Float32 logits (B, h, w, C) resized bilinearly to the (H, W) of `labels` (B, H, W); unchanged when equal."""
-    logits = tf.cast(logits, tf.float32)
-    if logits.shape[1:3].is_fully_defined() and logits.shape[1:3] == labels.shape[1:3]:
+    logits = ops.cast(logits, "float32")
+    if None not in logits.shape[1:3] and tuple(logits.shape[1:3]) == tuple(labels.shape[1:3]):
         return logits
-    return tf.image.resize(logits, tf.shape(labels)[1:3], method="bilinear")
+    return bilinear_resize(logits, spatial_size(labels), align_corners=False)
 
 
-def squeeze_labels(labels: tf.Tensor) -> tf.Tensor:
+def squeeze_labels(labels: Any) -> Any:
     """Class ids (B, H, W) int32 from labels (B, H, W) or (B, H, W, 1) of any integer or float dtype."""
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 4:
-        labels = tf.squeeze(labels, axis=-1)
-    if labels.shape.rank != 3:
-        raise ValueError(f"labels must be (B, H, W) or (B, H, W, 1) class ids, got shape {labels.shape}")
-    return tf.cast(labels, tf.int32)
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 4:
+        labels = ops.squeeze(labels, axis=-1)
+    if len(labels.shape) != 3:
+        raise ValueError(f"labels must be (B, H, W) or (B, H, W, 1) class ids, got shape {tuple(labels.shape)}")
+    return ops.cast(labels, "int32")
+
+
+def check_below(values: Any, valid: Any, limit: int, message: str) -> None:
+    """Raise where a `valid` entry of the int tensor `values` is not below `limit`: on TensorFlow an assertion in
+    the graph (InvalidArgumentError with `message`); on the other backends a ValueError with `message` where the
+    values are concrete (eager PyTorch, eager JAX). Values traced by `jax.jit` cannot be read: there the check is
+    the caller's (the pipelines check labels against the dataset's classes)."""
+    if on_tensorflow():
+        import tensorflow as tf
+
+        tf.debugging.assert_less(tf.boolean_mask(values, valid), limit, message=message)
+        return
+    try:
+        concrete = ops.convert_to_numpy(ops.where(valid, values, 0))
+    except Exception:  # a traced value: nothing to read
+        return
+    if (concrete >= limit).any():
+        raise ValueError(message)
 
 
 def check_hard_pixel_fraction(fraction: float, what: str = "hard_pixel_fraction") -> None:
@@ -40,13 +61,13 @@ def check_hard_pixel_fraction(fraction: float, what: str = "hard_pixel_fraction"
 
 
 def segmentation_loss_terms(
-    labels: tf.Tensor,
-    logits: tf.Tensor,
+    labels,
+    logits,
     *,
     class_weights: Sequence[float] | None = None,
     hard_pixel_fraction: float = 1.0,
     ignore_label: int = constants.IGNORE_LABEL,
-) -> tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[Any, Any]:
     """(sum of weighted pixel losses, normalizer): the loss is their quotient; both float32 scalars.
 
     Args:
@@ -57,45 +78,50 @@ def segmentation_loss_terms(
       hard_pixel_fraction: in (0, 1]; below 1, only the hardest ceil(fraction * valid pixels) pixel losses
         of the batch are kept and the normalizer is their weight (the v3 paper's bootstrapping).
 
-    A training loop over replicas divides the summed terms by the normalizer summed over replicas, so that
-    any split of a batch gives the loss of the whole batch.
+    Shapes stay static (every backend, `jax.jit` included): an ignored pixel's logits are replaced by zeros
+    before the cross-entropy and its weight is zero, so neither the loss nor the gradient of its logits depends
+    on them. A training loop over replicas divides the summed terms by the normalizer summed over replicas, so
+    that any split of a batch gives the loss of the whole batch.
     """
     check_hard_pixel_fraction(hard_pixel_fraction)
     labels = squeeze_labels(labels)
     logits = logits_at_label_size(logits, labels)
     num_classes = logits.shape[-1]
-    valid = tf.not_equal(labels, ignore_label)
-    valid_labels = tf.boolean_mask(labels, valid)
-    valid_logits = tf.boolean_mask(logits, valid)
-    tf.debugging.assert_less(
-        valid_labels,
-        num_classes,
-        message=f"labels must be class ids below {num_classes} or the ignore label {ignore_label}",
+    if class_weights is not None and len(class_weights) != num_classes:
+        raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
+    valid = ops.not_equal(labels, ignore_label)
+    check_below(
+        labels, valid, num_classes, f"labels must be class ids below {num_classes} or the ignore label {ignore_label}"
     )
-    pixel_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=valid_labels, logits=valid_logits)
+    safe_labels = ops.reshape(ops.where(valid, labels, 0), (-1,))
+    safe_logits = ops.reshape(ops.where(valid[..., None], logits, 0.0), (-1, num_classes))
+    valid = ops.reshape(valid, (-1,))
+    pixel_losses = ops.sparse_categorical_crossentropy(safe_labels, safe_logits, from_logits=True)
     if class_weights is None:
-        pixel_weights = tf.ones_like(pixel_losses)
+        pixel_weights = ops.cast(valid, "float32")
     else:
-        if len(class_weights) != num_classes:
-            raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
-        pixel_weights = tf.gather(tf.constant(class_weights, tf.float32), valid_labels)
+        weights = ops.take(ops.convert_to_tensor(class_weights, "float32"), safe_labels)
+        pixel_weights = ops.where(valid, weights, 0.0)
     weighted = pixel_losses * pixel_weights
     if hard_pixel_fraction < 1.0:
-        count = tf.size(weighted)
-        keep = tf.cast(tf.math.ceil(hard_pixel_fraction * tf.cast(count, tf.float32)), tf.int32)
-        weighted, hardest = tf.math.top_k(weighted, k=tf.minimum(keep, count), sorted=False)
-        pixel_weights = tf.gather(pixel_weights, hardest)
-    return tf.reduce_sum(weighted), tf.reduce_sum(pixel_weights)
+        # The hardest first (ignored pixels last), then the first ceil(fraction * counted pixels) of them.
+        count = ops.sum(ops.cast(valid, "float32"))
+        keep = ops.ceil(hard_pixel_fraction * count)
+        hardest = ops.argsort(-ops.where(valid, weighted, -1.0))
+        kept = ops.cast(ops.arange(ops.shape(hardest)[0]) < ops.cast(keep, "int32"), "float32")
+        weighted = ops.take(weighted, hardest) * kept
+        pixel_weights = ops.take(pixel_weights, hardest) * kept
+    return ops.sum(weighted), ops.sum(pixel_weights)
 
 
 def segmentation_loss(
-    labels: tf.Tensor,
-    logits: tf.Tensor,
+    labels,
+    logits,
     *,
     class_weights: Sequence[float] | None = None,
     hard_pixel_fraction: float = 1.0,
     ignore_label: int = constants.IGNORE_LABEL,
-) -> tf.Tensor:
+) -> Any:
     """Mean weighted cross-entropy (float32 scalar) over the counted pixels; 0 when no pixel counts."""
     total, normalizer = segmentation_loss_terms(
         labels,
@@ -104,7 +130,7 @@ def segmentation_loss(
         hard_pixel_fraction=hard_pixel_fraction,
         ignore_label=ignore_label,
     )
-    return tf.math.divide_no_nan(total, normalizer)
+    return ops.where(normalizer > 0, total / ops.where(normalizer > 0, normalizer, 1.0), 0.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")

@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import Iterator
 
 import keras
-import tensorflow as tf
 
 from keras_deeplab import machine
 from keras_deeplab.constants import PRECISIONS
@@ -25,9 +24,25 @@ def precision_policy(precision: str) -> str:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "float32":
         return "float32"
-    if tf.config.list_logical_devices("GPU"):
+    if gpu_visible():
         return "mixed_float16"
     return "mixed_bfloat16" if precision == "mixed" or machine.native_bfloat16() else "float32"
+
+
+def gpu_visible() -> bool:
+    """True when the Keras backend (TensorFlow, JAX or PyTorch) sees a GPU."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
@@ -22,6 +23,7 @@ from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from keras_deeplab.files import make_folder
 from keras_deeplab.inference import PredictLogits, class_probabilities
+from keras_deeplab.layers import on_tensorflow
 from keras_deeplab.loading import is_run_folder, load_model, model_file
 from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png, with_legend
 from pipelines.image_header import ACCEPTED_IMAGE_FORMATS, PixelLimitError, apply_orientation, read_image_header
@@ -148,13 +150,17 @@ def load_predictor(
         num_classes = int(loaded.logits.concrete_functions[0].structured_outputs.shape[-1])
         return Predictor(lambda images: loaded.logits(images), f"SavedModel {path}", num_classes)  # keeps `loaded`
     model = load_model(path, output_stride, precision)
-    # One graph for every image size: run eagerly, each layer's result is kept until Python frees it (2.9 GB for a
-    # 1024x1024 photo in a MobileNetV2 DeepLab, against 0.8 GB as a graph).
-    graph = tf.function(
-        lambda images: model(images, training=False),
-        input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
-    )
-    return Predictor(graph, f"Keras model {path} ({model.dtype_policy.name})", int(model.output.shape[-1]))
+    if on_tensorflow():
+        # One graph for every image size: run eagerly, each layer's result is kept until Python frees it (2.9 GB
+        # for a 1024x1024 photo in a MobileNetV2 DeepLab, against 0.8 GB as a graph).
+        predict_logits = tf.function(
+            lambda images: model(images, training=False),
+            input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
+        )
+    else:  # JAX, PyTorch: Keras' compiled inference step (jit-compiled per image size on JAX)
+        predict_logits = model.predict_on_batch
+    description = f"Keras model {path} ({model.dtype_policy.name}, {keras.backend.backend()})"
+    return Predictor(predict_logits, description, int(model.output.shape[-1]))
 
 
 def predict_files(
@@ -192,7 +198,8 @@ def predict_files(
                 raise
             default = f", the default for {predictor.num_classes} classes" if max_pixels is None else ""
             raise ValueError(f"{error} (predict --max-pixels{default})") from error
-        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0].numpy()
+        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0]
+        probabilities = keras.ops.convert_to_numpy(probabilities)
         if crf is not None:
             probabilities = dense_crf(image, probabilities, **crf)
         class_map = probabilities.argmax(-1)

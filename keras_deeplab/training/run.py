@@ -72,8 +72,14 @@ def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool
 
     Returns the run's result: {'run_dir', 'step', 'model_path', 'eval': {'miou', 'pixel_accuracy',
     'per_class_iou', ...}, 'seconds'}. Everything that can be wrong with the recipe, its data, its weight
-    files or its checkpoints is checked before the first step.
+    files or its checkpoints is checked before the first step. TensorFlow only (tf.distribute, `tf.function`
+    steps, tf.train checkpoints): under another Keras backend a ValueError says so before anything is read.
     """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"the recipe trainer runs on TensorFlow (tf.distribute) and Keras' backend is {keras.backend.backend()!r}:"
+            " set KERAS_BACKEND=tensorflow, or train with model.compile/fit (docs/backends.md)"
+        )
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     elif overrides:
