@@ -167,6 +167,7 @@ def predict_files(
     crf: Mapping[str, float] | None = None,
     legend: bool = True,
     dataset: DatasetDescriptor | None = None,
+    fit_to: int | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Predict each image (class probabilities averaged over `scales` and flips), write its two files, and
     yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the class names and colours of
@@ -176,7 +177,8 @@ def predict_files(
     An image over `max_pixels` (height x width, from its header; default `settings.predict_max_pixels` of the
     model's classes) is refused before it is decoded.
     `crf`: refine the probabilities with the fully connected CRF (`crf.dense_crf` keywords; {} for its defaults).
-    `legend`: overlays carry the legend strip of `write_outputs`."""
+    `legend`: overlays carry the legend strip of `write_outputs`. `fit_to`: the official export's input handling
+    (`inference.class_probabilities`)."""
     if predictor.fixed_input_size is not None and tuple(scales) != (1.0,):
         raise ValueError(
             f"{predictor.description} has one input size, so --scales cannot change what it sees; "
@@ -192,7 +194,9 @@ def predict_files(
                 raise
             default = f", the default for {predictor.num_classes} classes" if max_pixels is None else ""
             raise ValueError(f"{error} (predict --max-pixels{default})") from error
-        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0].numpy()
+        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip, fit_to)[
+            0
+        ].numpy()
         if crf is not None:
             probabilities = dense_crf(image, probabilities, **crf)
         class_map = probabilities.argmax(-1)
