@@ -71,7 +71,8 @@ def fit_to_square(images: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
     if size < 1:
         raise ValueError(f"fit_to must be a positive size, got {size}")
     sides = tf.cast(tf.shape(images)[1:3], tf.float32)
-    fitted = tf.cast(tf.math.ceil(sides * (float(size) / tf.reduce_max(sides))), tf.int32)
+    # At most `size`: float32 can round a longer side up past it (131 px at 769), where the official graph fails.
+    fitted = tf.minimum(tf.cast(tf.math.ceil(sides * (float(size) / tf.reduce_max(sides))), tf.int32), size)
     resized = tf.raw_ops.ResizeBilinear(images=images, size=fitted, align_corners=True)
     mean = tf.constant(constants.MEAN_PIXEL_RGB, tf.float32)
     padding = [[0, 0], [0, size - fitted[0]], [0, size - fitted[1]], [0, 0]]

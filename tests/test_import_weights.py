@@ -460,7 +460,7 @@ def test_a_recipe_fine_tunes_a_published_model_on_its_own_classes(tmp_path):
 
 # A network as Google's export wrote it: real ops under the official names (tests/official_graphs.py), at output
 # stride 8, with the export's own resize, mean-pixel padding, argmax, crop and resize back. Crop 65, not 513: the
-# handling is the same at any size (scripts/official_export_agreement.py gives the figure at 513).
+# handling is the same at any size (benchmarks/official_export.py gives the figure at 513).
 EXPORTED = {**SMALL, "width_multiplier": 0.25, "light_aspp": True, "decoder": False, "separable": False}
 EXPORT_CROP = 65
 
