@@ -18,6 +18,7 @@ import glob
 import os
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -54,6 +55,7 @@ def main() -> None:
         + glob.glob(os.path.join(SHARED_DATA, "*", "images", "validation", "*.jpg"))
     )
     print(machine.describe())
+    keras.utils.set_random_seed(0)
     model = build_model(**MODEL)
     official_graphs.balance_logits(model, args.size)
     graph = official_graphs.exported_graph_def(model, args.size)

@@ -468,6 +468,7 @@ EXPORT_CROP = 65
 @pytest.fixture(scope="module")
 def exported_graph(tmp_path_factory):
     folder = tmp_path_factory.mktemp("exported")
+    keras.utils.set_random_seed(0)
     model = build_model(**{**EXPORTED, "output_stride": 8})
     official_graphs.balance_logits(model)
     graph = official_graphs.exported_graph_def(model, EXPORT_CROP)
