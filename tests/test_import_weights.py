@@ -538,3 +538,26 @@ def test_float16_tflite_from_todays_converter_imports_through_its_graph(tmp_path
     logits = imported(pixels).numpy()
     np.testing.assert_allclose(logits, reference, atol=0.02 * np.abs(reference).max())  # weights in float16
     assert np.mean(logits.argmax(-1) == reference.argmax(-1)) >= 0.98
+
+
+def test_atrous_rates_are_read_through_space_to_batch_dilations_and_fake_quantization():
+    """The three ways TF1 graphs hold a conv's rate: a SpaceToBatchND block before it (slim's atrous convs), its
+    `dilations`, and a kernel behind `weights/read` or an 8-bit model's FakeQuant."""
+    from keras_deeplab.importing.frozen_graph import atrous_rates
+
+    names = [f"MobilenetV2/expanded_conv_{index}/depthwise/depthwise_weights" for index in (7, 14)]
+    names.append("MobilenetV2/expanded_conv_14/project/weights")
+    with tf.Graph().as_default() as graph:
+        pixels = tf.compat.v1.placeholder(tf.float32, [1, 12, 12, 4])
+        kernels = [tf.constant(np.ones((3, 3, 4, 1), np.float32), name=name) for name in names[:2]]
+        kernels.append(tf.constant(np.ones((1, 1, 4, 4), np.float32), name=names[2]))
+        blocks = tf.space_to_batch_nd(pixels, [2, 2], [[0, 0], [0, 0]])
+        read = tf.identity(kernels[0], name=f"{names[0]}/read")
+        tf.raw_ops.DepthwiseConv2dNative(input=blocks, filter=read, strides=[1] * 4, padding="SAME")
+        tf.raw_ops.DepthwiseConv2dNative(
+            input=pixels, filter=kernels[1], strides=[1] * 4, padding="SAME", dilations=[1, 4, 4, 1]
+        )
+        quantized = tf.quantization.fake_quant_with_min_max_vars(kernels[2], -1.0, 1.0)
+        tf.nn.conv2d(pixels, quantized, 1, "SAME")
+    rates = atrous_rates(graph.as_graph_def(), dict.fromkeys(names))
+    assert rates == {names[0]: 2, names[1]: 4, names[2]: 1}

@@ -10,6 +10,10 @@ import numpy as np
 
 from keras_deeplab.importing.sources import MAX_GRAPH_BYTES, SourceWeights, WeightImportError, is_variable_name
 
+# Ops between a weight constant and its conv, or a conv's input and the SpaceToBatchND before it, that do not change
+# which tensor it is.
+PASS_THROUGH_OPS = ("Identity", "FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel")
+
 
 def read(path: str) -> SourceWeights:
     """Every float constant of the GraphDef whose name is a weight variable's (`scope/weights`,
@@ -50,9 +54,10 @@ def atrous_rates(graph, tensors: dict[str, np.ndarray]) -> dict[str, int]:
     nodes = {node.name: node for node in graph.node}
 
     def source(reference: str):
-        """The node behind an input, through Identity nodes (`.../read`)."""
+        """The node behind an input, through Identity nodes (`.../read`) and the fake quantization of the 8-bit
+        models (`.../weights_quant/FakeQuantWithMinMaxVars`)."""
         node = nodes.get(reference.lstrip("^").split(":")[0])
-        while node is not None and node.op == "Identity" and node.input:
+        while node is not None and node.op in PASS_THROUGH_OPS and node.input:
             node = nodes.get(node.input[0].lstrip("^").split(":")[0])
         return node
 
