@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_deeplab import constants
 from keras_deeplab.crf import dense_crf
 from keras_deeplab.inference import class_probabilities
 from keras_deeplab.loading import load_model
@@ -137,9 +138,13 @@ def predictions(
     def predict_logits(images):
         return model(images, training=False)
 
+    mean_pixel = getattr(model, "mean_pixel", constants.MEAN_PIXEL_RGB)  # what the official code pads with
+
     @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)], reduce_retracing=True)
     def predict_probabilities(images):
-        return class_probabilities(predict_logits, images, scales=scales, flip=flip, fit_to=fit_to)
+        return class_probabilities(
+            predict_logits, images, scales=scales, flip=flip, fit_to=fit_to, pad_pixel=mean_pixel
+        )
 
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
     with data_errors(source):

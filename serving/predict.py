@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from keras_deeplab import constants
 from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from keras_deeplab.files import make_folder
@@ -41,6 +42,7 @@ class Predictor:
     description: str
     num_classes: int
     fixed_input_size: int | None = None  # a TFLite model's one input size; None: any size
+    mean_pixel: tuple[float, ...] = constants.MEAN_PIXEL_RGB  # what `--fit-to` pads with (a DeepLab's own)
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bytes]:
@@ -154,7 +156,12 @@ def load_predictor(
         lambda images: model(images, training=False),
         input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
     )
-    return Predictor(graph, f"Keras model {path} ({model.dtype_policy.name})", int(model.output.shape[-1]))
+    return Predictor(
+        graph,
+        f"Keras model {path} ({model.dtype_policy.name})",
+        int(model.output.shape[-1]),
+        mean_pixel=getattr(model, "mean_pixel", constants.MEAN_PIXEL_RGB),
+    )
 
 
 def predict_files(
@@ -194,9 +201,9 @@ def predict_files(
                 raise
             default = f", the default for {predictor.num_classes} classes" if max_pixels is None else ""
             raise ValueError(f"{error} (predict --max-pixels{default})") from error
-        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip, fit_to)[
-            0
-        ].numpy()
+        probabilities = class_probabilities(
+            predictor.predict_logits, image[np.newaxis], scales, flip, fit_to, predictor.mean_pixel
+        )[0].numpy()
         if crf is not None:
             probabilities = dense_crf(image, probabilities, **crf)
         class_map = probabilities.argmax(-1)

@@ -76,5 +76,6 @@ def test_fit_to_square_resizes_as_the_official_export():
     np.testing.assert_array_equal(padded[0, 13, 32], (200, 100, 50))
     np.testing.assert_array_equal(padded[0, 14:], 127.5)
     # 131 * (769 / 131) rounds up to 770 in float32: kept at 769 (the official graph fails there)
-    padded, fitted = fit_to_square(tf.zeros((1, 131, 20, 3)), 769)
+    padded, fitted = fit_to_square(tf.zeros((1, 131, 20, 3)), 769, pad_pixel=(1.0, 2.0, 3.0))
     assert int(fitted[0]) == 769 and padded.shape == (1, 769, 769, 3)
+    np.testing.assert_array_equal(padded[0, 0, -1], (1.0, 2.0, 3.0))  # another network's mean pixel
