@@ -2,7 +2,8 @@
 
 Imports the TFLite file (`keras_deeplab.importing.import_weights`), saves it as .keras, and prints:
 - `keras-deeplab evaluate`'s full-resolution mIoU of the imported model at output stride 8 and 16, single
-  scale and scales 0.5..1.75 with flips (the v3 paper's protocol);
+  scale and scales 0.5..1.75 with flips (the v3 paper's protocol), and with `--fit-to 513` (the official
+  export's input handling) at output stride 8;
 - the mIoU of LiteRT running the source file and of the imported model, both on each image stretched to the
   file's 257x257 input, the class map resized back (nearest): the same numbers for the same network.
 
@@ -85,6 +86,9 @@ def main() -> None:
                     f"  OS {stride:>2} {label:<24} mIoU {result['miou']:.4f}  "
                     f"pixel accuracy {result['pixel_accuracy']:.4f}"
                 )
+        result = evaluate(path, "voc", args.root, args.split, output_stride=8, fit_to=513)
+        print("\nkeras-deeplab evaluate --fit-to 513 (the official export's handling):")
+        print(f"  OS  8 {'single scale':<24} mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}")
 
 
 if __name__ == "__main__":

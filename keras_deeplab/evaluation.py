@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_deeplab import constants
 from keras_deeplab.crf import dense_crf
 from keras_deeplab.inference import class_probabilities
 from keras_deeplab.layers import on_tensorflow
@@ -35,16 +36,18 @@ def evaluate_model(
     *,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    fit_to: int | None = None,
     max_examples: int | None = None,
     progress: bool = False,
     crf: Mapping[str, float] | None = None,
     trimap_widths: Sequence[int] = (),
     report: ReportCollector | None = None,
 ) -> dict[str, Any]:
-    """mIoU of `model` on every example of `source` (a pipelines source), at full resolution.
+    """mIoU of `model` on every example of `source` (a pipelines source), at full resolution (or with `fit_to`,
+    the official export's input handling: `inference.class_probabilities`).
 
     Returns {'miou', 'pixel_accuracy', 'per_class_iou' (None for a class absent from truth and prediction),
-    'class_names', 'examples', 'scales', 'flip', 'output_stride'}. With `trimap_widths`, also 'trimap':
+    'class_names', 'examples', 'scales', 'flip', 'fit_to', 'output_stride'}. With `trimap_widths`, also 'trimap':
     {width: {'miou', 'pixel_accuracy', 'per_class_iou', 'pixels'}} within that many pixels of the label
     boundaries. With `crf` (keyword arguments of `crf.dense_crf`; {} for its defaults), the same again after the
     fully connected CRF under 'crf', with its 'parameters' and 'seconds_per_image'. Raises ValueError before
@@ -56,7 +59,7 @@ def evaluate_model(
     metrics = {variant: MeanIoU(num_classes) for variant in variants}
     bands = {variant: TrimapMeanIoU(num_classes, trimap_widths) for variant in variants} if trimap_widths else {}
     crf_seconds, examples = 0.0, 0
-    for image, mask, probabilities, name in predictions(model, source, scales, flip, max_examples, progress):
+    for image, mask, probabilities, name in predictions(model, source, scales, flip, max_examples, progress, fit_to):
         class_ids = {"model": probabilities.argmax(-1)}
         if report is not None:
             report.add(name, image, mask, class_ids["model"])
@@ -81,6 +84,7 @@ def evaluate_model(
         "examples": examples,
         "scales": list(check_scales(scales)),
         "flip": flip,
+        "fit_to": fit_to,
         "output_stride": model.build_config["output_stride"],
     }
 
@@ -92,6 +96,7 @@ def crf_grid_search(
     *,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    fit_to: int | None = None,
     max_examples: int | None = None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
@@ -103,7 +108,7 @@ def crf_grid_search(
     best mIoU first.
     """
     num_classes = _check_source(model, source)
-    kept = list(predictions(model, source, scales, flip, max_examples, progress))
+    kept = list(predictions(model, source, scales, flip, max_examples, progress, fit_to))
     names = list(grid)
     scored = []
     for values in itertools.product(*(grid[name] for name in names)):
@@ -123,22 +128,34 @@ def predictions(
     flip: bool = False,
     max_examples: int | None = None,
     progress: bool = False,
+    fit_to: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
     """(image uint8 (H, W, 3), mask (H, W), class probabilities float32 (H, W, C), name) of each example of
-    `source` in order, at full resolution, averaged over `scales` and flips (`inference.class_probabilities`)."""
+    `source` in order, at full resolution (or fitted to `fit_to` as the official export), averaged over `scales`
+    and flips (`inference.class_probabilities`)."""
     scales = check_scales(scales)
     total = len(source) if max_examples is None else min(len(source), max_examples)
 
+    mean_pixel = getattr(model, "mean_pixel", constants.MEAN_PIXEL_RGB)  # what the official code pads with
     if on_tensorflow():
 
         @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)], reduce_retracing=True)
         def predict_probabilities(images):
-            return class_probabilities(lambda batch: model(batch, training=False), images, scales=scales, flip=flip)
+            return class_probabilities(
+                lambda batch: model(batch, training=False),
+                images,
+                scales=scales,
+                flip=flip,
+                fit_to=fit_to,
+                pad_pixel=mean_pixel,
+            )
 
     else:  # JAX, PyTorch: Keras' compiled inference step (jit-compiled per image size on JAX)
 
         def predict_probabilities(images):
-            return class_probabilities(model.predict_on_batch, images.numpy(), scales=scales, flip=flip)
+            return class_probabilities(
+                model.predict_on_batch, images.numpy(), scales=scales, flip=flip, fit_to=fit_to, pad_pixel=mean_pixel
+            )
 
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
     with data_errors(source):
@@ -169,6 +186,7 @@ def evaluate(
     precision: str = "float32",
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    fit_to: int | None = None,
     max_examples: int | None = None,
     progress: bool = False,
     crf: Mapping[str, float] | None = None,
@@ -189,6 +207,7 @@ def evaluate(
         source,
         scales=scales,
         flip=flip,
+        fit_to=fit_to,
         max_examples=max_examples,
         progress=progress,
         crf=crf,
@@ -217,9 +236,10 @@ def format_table(results: dict[str, Any]) -> str:
     for band in results.get("trimap", {}):
         lines.append(row(f"mIoU within {band} px", [column["trimap"][band]["miou"] for _, column in columns]))
     scales = ",".join(f"{scale:g}" for scale in results["scales"])
+    fitted = "" if results.get("fit_to") is None else f", fitted to {results['fit_to']} as the official export"
     lines.append(
         f"{results['examples']} images, output stride {results['output_stride']}, scales {scales}"
-        f"{', flipped too' if results['flip'] else ''}"
+        f"{', flipped too' if results['flip'] else ''}{fitted}"
     )
     if "crf" in results:
         parameters = ", ".join(f"{key} {value:g}" for key, value in results["crf"]["parameters"].items()) or "defaults"

@@ -139,6 +139,11 @@ class PixelNormalization(layers.Layer):
         self.scale = float(scale)
         self.reverse_channels = bool(reverse_channels)
 
+    @property
+    def input_mean(self) -> tuple[float, float, float]:
+        """The RGB pixel in [0, 255] that normalises to zero (the official code's padding value, `mean_pixel`)."""
+        return tuple(reversed(self.mean)) if self.reverse_channels else self.mean
+
     def call(self, inputs):
         x = ops.flip(inputs, axis=-1) if self.reverse_channels else inputs
         mean = ops.convert_to_tensor(self.mean, dtype=x.dtype)

@@ -63,6 +63,13 @@ class DeepLab(keras.Model):
             )
         return build_model(**build_config, name=config.get("name", "deeplab"))
 
+    @property
+    def mean_pixel(self) -> tuple[float, float, float]:
+        """The RGB pixel in [0, 255] that the network's input normalisation maps to zero: what the official
+        code pads images with (`--fit-to`), 127.5 for the [-1, 1] backbones, the ImageNet mean for the others."""
+        network = self.get_layer("scale_network") if self.scale_logits else self
+        return network.get_layer("preprocessing").input_mean
+
     def with_output_stride(self, output_stride: int) -> DeepLab:
         """The same network at another output stride, sharing no variables but holding equal weights."""
         return self.rebuilt(output_stride=output_stride)

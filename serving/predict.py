@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from keras_deeplab import constants
 from keras_deeplab.crf import dense_crf
 from keras_deeplab.descriptors import DatasetDescriptor, model_descriptor
 from keras_deeplab.files import make_folder
@@ -43,6 +44,7 @@ class Predictor:
     description: str
     num_classes: int
     fixed_input_size: int | None = None  # a TFLite model's one input size; None: any size
+    mean_pixel: tuple[float, ...] = constants.MEAN_PIXEL_RGB  # what `--fit-to` pads with (a DeepLab's own)
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bytes]:
@@ -160,7 +162,12 @@ def load_predictor(
     else:  # JAX, PyTorch: Keras' compiled inference step (jit-compiled per image size on JAX)
         predict_logits = model.predict_on_batch
     description = f"Keras model {path} ({model.dtype_policy.name}, {keras.backend.backend()})"
-    return Predictor(predict_logits, description, int(model.output.shape[-1]))
+    return Predictor(
+        predict_logits,
+        description,
+        int(model.output.shape[-1]),
+        mean_pixel=getattr(model, "mean_pixel", constants.MEAN_PIXEL_RGB),
+    )
 
 
 def predict_files(
@@ -173,6 +180,7 @@ def predict_files(
     crf: Mapping[str, float] | None = None,
     legend: bool = True,
     dataset: DatasetDescriptor | None = None,
+    fit_to: int | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Predict each image (class probabilities averaged over `scales` and flips), write its two files, and
     yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the class names and colours of
@@ -182,7 +190,8 @@ def predict_files(
     An image over `max_pixels` (height x width, from its header; default `settings.predict_max_pixels` of the
     model's classes) is refused before it is decoded.
     `crf`: refine the probabilities with the fully connected CRF (`crf.dense_crf` keywords; {} for its defaults).
-    `legend`: overlays carry the legend strip of `write_outputs`."""
+    `legend`: overlays carry the legend strip of `write_outputs`. `fit_to`: the official export's input handling
+    (`inference.class_probabilities`)."""
     if predictor.fixed_input_size is not None and tuple(scales) != (1.0,):
         raise ValueError(
             f"{predictor.description} has one input size, so --scales cannot change what it sees; "
@@ -198,7 +207,9 @@ def predict_files(
                 raise
             default = f", the default for {predictor.num_classes} classes" if max_pixels is None else ""
             raise ValueError(f"{error} (predict --max-pixels{default})") from error
-        probabilities = class_probabilities(predictor.predict_logits, image[np.newaxis], scales, flip)[0]
+        probabilities = class_probabilities(
+            predictor.predict_logits, image[np.newaxis], scales, flip, fit_to, predictor.mean_pixel
+        )[0]
         probabilities = keras.ops.convert_to_numpy(probabilities)
         if crf is not None:
             probabilities = dense_crf(image, probabilities, **crf)

@@ -177,7 +177,9 @@ class TFLiteModel:
     """A .tflite segmentation model run by the LiteRT interpreter.
 
     `run(pixels)`: RGB [0, 255] float32 (1, S, S, 3) -> float32 logits (1, h, w, C), with the input mapped to
-    the model's input range and (de)quantized as its tensors require. `predict_logits(images)`: any image
+    the model's input range and (de)quantized as its tensors require. A model whose output is a class map
+    (1, h, w), the argmax taken in the graph as Coral's published DeepLab does, gives its class map one-hot
+    (`class_map` True; `num_classes` the channels of its ARG_MAX). `predict_logits(images)`: any image
     size, for `keras_deeplab.inference` (see `fixed_size_logits`). Calls are serialised (one interpreter).
     """
 
@@ -200,22 +202,45 @@ class TFLiteModel:
         shape = tuple(self._input["shape"])
         if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or shape[1] != shape[2]:
             raise ValueError(f"{self.name}: expected a square (1, S, S, 3) image input, got {shape}")
-        if len(self._output["shape"]) != 4:
-            raise ValueError(f"{self.name}: expected (1, h, w, classes) logits, got {tuple(self._output['shape'])}")
+        output_shape = tuple(int(size) for size in self._output["shape"])
         self.input_size = int(shape[1])
-        self.num_classes = int(self._output["shape"][3])
+        if len(output_shape) == 4:
+            self.num_classes, self.class_map = output_shape[3], False
+        elif len(output_shape) == 3 and np.issubdtype(np.dtype(self._output["dtype"]), np.integer):
+            self.num_classes, self.class_map = self._argmax_classes(), True
+        else:
+            raise ValueError(
+                f"{self.name}: expected (1, h, w, classes) logits or a (1, h, w) class map, got {output_shape}"
+            )
         if input_range is None:
             input_range = self.metadata["input_range"] if self.metadata else PUBLISHED_INPUT_RANGE
         self.input_range = (float(input_range[0]), float(input_range[1]))
         self._lock = threading.Lock()
 
+    def _argmax_classes(self) -> int:
+        """The number of classes of a model whose output is a class map: the channels its ARG_MAX reads (the
+        Coral models' `deeplabv3_mnv2_dm05_pascal_quant.tflite` takes the argmax of 21 logits in the graph)."""
+        details = {detail["index"]: detail for detail in self.interpreter.get_tensor_details()}
+        producers = {int(out): op for op in self.interpreter._get_ops_details() for out in op["outputs"]}
+        op = producers.get(int(self._output["index"]))
+        while op is not None and op["op_name"] in ("CAST", "RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE"):
+            op = producers.get(int(op["inputs"][0]))
+        if op is None or op["op_name"] != "ARG_MAX":
+            raise ValueError(
+                f"{self.name}: its (1, h, w) output is no ARG_MAX of logits; expected logits or a class map"
+            )
+        return int(details[int(op["inputs"][0])]["shape"][-1])
+
     def run(self, pixels: np.ndarray) -> np.ndarray:
+        """Logits (1, h, w, C) float32; a model whose output is a class map gives its one-hot encoding."""
         low, high = self.input_range
         values = low + np.asarray(pixels, np.float32) * ((high - low) / 255.0)
         with self._lock:
             self.interpreter.set_tensor(self._input["index"], _quantize(values, self._input))
             self.interpreter.invoke()
             raw = self.interpreter.get_tensor(self._output["index"])
+        if self.class_map:
+            return np.eye(self.num_classes, dtype=np.float32)[np.clip(raw, 0, self.num_classes - 1)]
         return _dequantize(raw, self._output)
 
     def predict_logits(self, images: tf.Tensor) -> tf.Tensor:

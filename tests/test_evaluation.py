@@ -36,19 +36,28 @@ def odd_sized_source(count=3):
     return ArraySource("odd", images, masks, names, descriptor=make_descriptor("odd", list("abcde")))
 
 
-@pytest.mark.parametrize(("scales", "flip"), [((1.0,), False), ((0.75,), True)])
-def test_every_pixel_of_every_example_is_scored_at_full_resolution(model, scales, flip):
+@pytest.mark.parametrize(
+    ("scales", "flip", "fit_to"), [((1.0,), False, None), ((0.75,), True, None), ((1.0,), False, 33)]
+)
+def test_every_pixel_of_every_example_is_scored_at_full_resolution(model, scales, flip, fit_to):
     source = odd_sized_source()
-    results = evaluate_model(model, source, scales=scales, flip=flip)
+    results = evaluate_model(model, source, scales=scales, flip=flip, fit_to=fit_to)
     reference = MeanIoU(NUM_CLASSES)
     for image, mask, _ in source.examples():
-        probabilities = class_probabilities(model, tf.constant(image[None], tf.float32), scales=scales, flip=flip)
+        pixels = tf.constant(image[None], tf.float32)
+        # --fit-to pads with the pixel the network normalises to zero: keras' ResNet's ImageNet mean (RGB)
+        pad = model.mean_pixel
+        probabilities = class_probabilities(model, pixels, scales=scales, flip=flip, fit_to=fit_to, pad_pixel=pad)
         assert probabilities.shape == (1, 45, 67, NUM_CLASSES)
         reference.update_state(mask[None], tf.argmax(probabilities, axis=-1))
     assert results["examples"] == 3 and results["scales"] == list(scales) and results["flip"] == flip
+    assert results["fit_to"] == fit_to
     assert results["miou"] == pytest.approx(reference.results()["miou"], abs=1e-6)
     assert results["per_class_iou"] == pytest.approx(reference.results()["per_class_iou"], abs=1e-6)
     assert results["pixel_accuracy"] == pytest.approx(reference.results()["pixel_accuracy"], abs=1e-6)
+    if fit_to:
+        assert f"fitted to {fit_to} as the official export" in format_table(results).splitlines()[-1]
+        assert model.mean_pixel == pytest.approx((123.68, 116.779, 103.939))
 
 
 def test_table_lists_every_class_then_miou(model):

@@ -8,6 +8,7 @@ import tarfile
 
 import keras
 import numpy as np
+import official_graphs
 import pytest
 import tensorflow as tf
 from PIL import Image
@@ -464,3 +465,108 @@ def test_a_recipe_fine_tunes_a_published_model_on_its_own_classes(tmp_path):
             for got, want in zip(layer.get_weights(), imported[layer.name], strict=True):
                 np.testing.assert_allclose(got, want, atol=1e-6)  # batch-norm variances pass through an epsilon shift
     assert run.model.get_layer("logits").kernel.shape[-1] == 5
+
+
+# A network as Google's export wrote it: real ops under the official names (tests/official_graphs.py), at output
+# stride 8, with the export's own resize, mean-pixel padding, argmax, crop and resize back. Crop 65, not 513: the
+# handling is the same at any size (benchmarks/official_export.py gives the figure at 513).
+EXPORTED = {**SMALL, "width_multiplier": 0.25, "light_aspp": True, "decoder": False, "separable": False}
+EXPORT_CROP = 65
+
+
+@pytest.fixture(scope="module")
+def exported_graph(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported")
+    keras.utils.set_random_seed(0)
+    model = build_model(**{**EXPORTED, "output_stride": 8})
+    official_graphs.balance_logits(model)
+    graph = official_graphs.exported_graph_def(model, EXPORT_CROP)
+    path = official_graphs.write(graph, folder / "frozen_inference_graph.pb")
+    return {"graph": graph, "path": path, "imported": import_weights(path)}
+
+
+def test_frozen_graph_exported_at_output_stride_8_imports_at_8(exported_graph, tmp_path, capsys):
+    source = read_source(exported_graph["path"])
+    assert source.atrous_rates["MobilenetV2/expanded_conv_13/depthwise/depthwise_weights"] == 2
+    assert source.atrous_rates["MobilenetV2/expanded_conv_16/depthwise/depthwise_weights"] == 4
+    out = tmp_path / "imported.keras"
+    assert cli.main(["import-weights", exported_graph["path"], "--out", str(out)]) == 0
+    assert "output stride 8" in capsys.readouterr().out
+    # a zoo tarball: the checkpoint's weights, the output stride of the graph beside it
+    prefix = write_checkpoint(str(tmp_path / "model.ckpt-30000"), source.tensors)
+    tarball = tmp_path / "deeplabv3_exported.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for path in [*glob.glob(prefix + ".*"), exported_graph["path"]]:
+            archive.add(path, arcname=f"deeplabv3_exported/{os.path.basename(path)}")
+    assert import_weights(tarball).build_config["output_stride"] == 8
+
+
+def test_fit_to_gives_the_exported_graphs_class_maps_on_real_photos(exported_graph, shared_data_dir, tmp_path):
+    photos = [
+        *sorted(glob.glob(os.path.join(shared_data_dir, "voc2012_sample", "JPEGImages", "*.jpg"))),
+        *sorted(glob.glob(os.path.join(shared_data_dir, "ade20k_sample", "images", "validation", "*.jpg"))),
+    ]
+    assert len(photos) == 6
+    model_path = tmp_path / "imported.keras"
+    exported_graph["imported"].save(model_path)
+    out = tmp_path / "out"
+    assert (
+        cli.main(["predict", *photos, "--model", str(model_path), "--out", str(out), "--fit-to", str(EXPORT_CROP)]) == 0
+    )
+    agreeing = total = 0
+    graph_run = official_graphs.graph_function(exported_graph["graph"], "ImageTensor:0", "SemanticPredictions:0")
+    classes = set()
+    for photo in photos:
+        pixels = tf.io.decode_image(tf.io.read_file(photo), channels=3)[tf.newaxis].numpy()  # as predict decodes
+        graph = graph_run(tf.constant(pixels)).numpy()
+        classes.update(np.unique(graph).tolist())
+        ours = np.array(Image.open(out / (os.path.splitext(os.path.basename(photo))[0] + ".png")))
+        assert ours.shape == graph.shape[1:] == pixels.shape[1:3]
+        agreeing += int(np.sum(ours == graph[0]))
+        total += ours.size
+    print(
+        f"--fit-to {EXPORT_CROP}: agreement with SemanticPredictions {agreeing / total:.6f} over {len(photos)} photos"
+    )
+    assert agreeing == total
+    assert len(classes) > 1  # the class maps say something
+
+
+def test_float16_tflite_from_todays_converter_imports_through_its_graph(tmp_path):
+    """Today's converter keeps no name on a float16 weight constant; the DEQUANTIZE after it and the conv it feeds
+    carry the official scope (the published ADE20K float16 file's case)."""
+    model = build_model(**EXPORTED)
+    official_graphs.random_statistics(model)
+    graph, input_name, output_name = official_graphs.official_graph_def(model, size=33)
+    flatbuffer = official_graphs.float16_tflite(graph, input_name, output_name)
+    path = tmp_path / "deeplabv3_float16.tflite"
+    path.write_bytes(official_graphs.unname_dequantized_constants(flatbuffer))
+    imported = import_weights(path)
+    assert imported.build_config["output_stride"] == 16
+    pixels = np.random.default_rng(3).uniform(0, 255, (1, 33, 33, 3)).astype(np.float32)
+    reference = official_graphs.run_graph_def(graph, pixels, input_name, output_name)
+    logits = imported(pixels).numpy()
+    np.testing.assert_allclose(logits, reference, atol=0.02 * np.abs(reference).max())  # weights in float16
+    assert np.mean(logits.argmax(-1) == reference.argmax(-1)) >= 0.98
+
+
+def test_atrous_rates_are_read_through_space_to_batch_dilations_and_fake_quantization():
+    """The three ways TF1 graphs hold a conv's rate: a SpaceToBatchND block before it (slim's atrous convs), its
+    `dilations`, and a kernel behind `weights/read` or an 8-bit model's FakeQuant."""
+    from keras_deeplab.importing.frozen_graph import atrous_rates
+
+    names = [f"MobilenetV2/expanded_conv_{index}/depthwise/depthwise_weights" for index in (7, 14)]
+    names.append("MobilenetV2/expanded_conv_14/project/weights")
+    with tf.Graph().as_default() as graph:
+        pixels = tf.compat.v1.placeholder(tf.float32, [1, 12, 12, 4])
+        kernels = [tf.constant(np.ones((3, 3, 4, 1), np.float32), name=name) for name in names[:2]]
+        kernels.append(tf.constant(np.ones((1, 1, 4, 4), np.float32), name=names[2]))
+        blocks = tf.space_to_batch_nd(pixels, [2, 2], [[0, 0], [0, 0]])
+        read = tf.identity(kernels[0], name=f"{names[0]}/read")
+        tf.raw_ops.DepthwiseConv2dNative(input=blocks, filter=read, strides=[1] * 4, padding="SAME")
+        tf.raw_ops.DepthwiseConv2dNative(
+            input=pixels, filter=kernels[1], strides=[1] * 4, padding="SAME", dilations=[1, 4, 4, 1]
+        )
+        quantized = tf.quantization.fake_quant_with_min_max_vars(kernels[2], -1.0, 1.0)
+        tf.nn.conv2d(pixels, quantized, 1, "SAME")
+    rates = atrous_rates(graph.as_graph_def(), dict.fromkeys(names))
+    assert rates == {names[0]: 2, names[1]: 4, names[2]: 1}

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_deeplab.inference import class_probabilities, predict_class_map
+from keras_deeplab.inference import class_probabilities, fit_to_square, predict_class_map
 from keras_deeplab.visualize import colorize, overlay, save_palette_png
 
 
@@ -61,3 +61,21 @@ def test_overlay_colours_objects_only():
     np.testing.assert_array_equal(blended[0, 0], [100, 100, 100])
     np.testing.assert_array_equal(blended[0, 2], [100, 100, 100])
     np.testing.assert_array_equal(blended[0, 1], [114, 50, 50])
+
+
+def test_fit_to_square_resizes_as_the_official_export():
+    """Longer side to the size, the other ceil(side * size / longer) in float32; corners aligned (the photo's
+    corner pixels land on the fitted part's corners); the rest the mean pixel."""
+    image = np.zeros((1, 10, 25, 3), np.float32)
+    image[0, :, :, 0] = np.arange(25)  # a ramp along the width
+    image[0, -1, -1] = (200, 100, 50)
+    padded, fitted = fit_to_square(tf.constant(image), 33)
+    assert padded.shape == (1, 33, 33, 3) and tuple(fitted.numpy()) == (14, 33)  # ceil(10 * 33 / 25) = ceil(13.2)
+    padded = padded.numpy()
+    np.testing.assert_allclose(padded[0, 0, :, 0], np.arange(33) * 24 / 32, atol=1e-5)  # corner-aligned ramp
+    np.testing.assert_array_equal(padded[0, 13, 32], (200, 100, 50))
+    np.testing.assert_array_equal(padded[0, 14:], 127.5)
+    # 131 * (769 / 131) rounds up to 770 in float32: kept at 769 (the official graph fails there)
+    padded, fitted = fit_to_square(tf.zeros((1, 131, 20, 3)), 769, pad_pixel=(1.0, 2.0, 3.0))
+    assert int(fitted[0]) == 769 and padded.shape == (1, 769, 769, 3)
+    np.testing.assert_array_equal(padded[0, 0, -1], (1.0, 2.0, 3.0))  # another network's mean pixel

@@ -202,3 +202,26 @@ def test_the_default_pixel_limit_keeps_a_many_class_model_within_a_24_gb_machine
         "(predict --max-pixels, the default for 150 classes)"
     )
     assert len(error.splitlines()) == 1
+
+
+def test_tflite_whose_output_is_a_class_map_predicts(tmp_path):
+    """As Coral's deeplabv3_mnv2_dm05_pascal_quant.tflite: the argmax taken in the graph, (1, S, S) class ids out.
+    Class c wins where the red channel is nearest -1 + c/10 (pixels in [-1, 1])."""
+    centers = tf.constant(np.linspace(-1, 1, 21), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 33, 33, 3], tf.float32)])
+    def class_map(pixels):
+        return tf.cast(tf.argmax(-100.0 * tf.square(pixels[..., :1] - centers), axis=-1), tf.uint8)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([class_map.get_concrete_function()], tf.Module())
+    model = tmp_path / "class_map.tflite"
+    model.write_bytes(converter.convert())
+    image = np.zeros((40, 66, 3), np.uint8)
+    image[:, 33:, 0] = 255  # left half red 0 -> class 0; right half red 255 -> class 20
+    photo = tmp_path / "half.png"
+    photo.write_bytes(encode(image))
+    predictor = load_predictor(str(model))
+    assert predictor.num_classes == 21  # the channels its ARG_MAX reads
+    assert main(["predict", str(photo), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
+    mask = _mask(tmp_path / "out" / "half.png")
+    assert mask.shape == (40, 66) and np.all(mask[:, :30] == 0) and np.all(mask[:, 36:] == 20)

@@ -152,6 +152,17 @@ def add_output_stride_option(parser: argparse.ArgumentParser, help: str, default
     parser.add_argument("--output-stride", type=int, default=default, choices=constants.OUTPUT_STRIDES, help=help)
 
 
+def add_fit_to_option(parser: argparse.ArgumentParser) -> None:
+    """`--fit-to SIZE`: the official export's input handling (`inference.class_probabilities`)."""
+    parser.add_argument(
+        "--fit-to",
+        type=positive_int,
+        metavar="SIZE",
+        help="as Google's exported graphs: longer side to SIZE, pad to SIZExSIZE with the mean pixel, predict, "
+        "crop, class map back to the photo (nearest); 513 for the published frozen graphs",
+    )
+
+
 def add_precision_option(parser: argparse.ArgumentParser) -> None:
     """`--precision`: the arithmetic a model runs in."""
     parser.add_argument(

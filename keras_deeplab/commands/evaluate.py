@@ -9,6 +9,7 @@ import json
 from keras_deeplab import constants
 from keras_deeplab.commands.arguments import (
     add_crf_options,
+    add_fit_to_option,
     add_model_option,
     add_output_stride_option,
     add_precision_option,
@@ -36,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_precision_option(parser)
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="average with the left-right flipped image")
+    add_fit_to_option(parser)
     parser.add_argument("--max-examples", type=positive_int, default=None, help="only the first N examples")
     add_crf_options(parser, "also score after the fully connected CRF")
     parser.add_argument(
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             grid,
             scales=args.scales,
             flip=args.flip,
+            fit_to=args.fit_to,
             max_examples=args.max_examples,
             progress=progress,
         )
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         scales=args.scales,
         flip=args.flip,
+        fit_to=args.fit_to,
         max_examples=args.max_examples,
         progress=progress,
         crf=crf,

@@ -7,6 +7,7 @@ import argparse
 from keras_deeplab.commands.arguments import (
     add_crf_options,
     add_dataset_option,
+    add_fit_to_option,
     add_model_option,
     add_output_stride_option,
     add_precision_option,
@@ -27,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="folder for <stem>.png and <stem>_overlay.jpg (with a legend)")
     parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also predict the left-right mirrored image")
+    add_fit_to_option(parser)
     add_output_stride_option(parser, "Keras models only: rebuild at this stride")
     add_precision_option(parser)
     parser.add_argument("--input-range", type=number_pair, help=".tflite only: pixel range it takes, e.g. -1,1")
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         args.max_pixels,
         crf,
         legend=not args.no_legend,
+        fit_to=args.fit_to,
         dataset=args.dataset,
     )
     for image_path, (mask_path, overlay_path) in zip(args.images, written, strict=True):

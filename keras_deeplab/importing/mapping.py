@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 from keras import layers
 
-from keras_deeplab import heads
+from keras_deeplab import constants, heads
 from keras_deeplab.backbones import BackboneSpec, all_specs, backbone_spec
 from keras_deeplab.backbones.base import official_tensor
 from keras_deeplab.importing.read import read_source
 from keras_deeplab.importing.sources import SourceWeights, WeightImportError
 from keras_deeplab.model import DeepLab, build_model
 
-DEFAULT_OUTPUT_STRIDE = 16  # for sources that do not say (checkpoints, frozen graphs): the official eval's
+DEFAULT_OUTPUT_STRIDE = 16  # for sources that do not say (checkpoints alone): the official eval's
 FOLDED_BIAS = "folded_bias"  # slot of a batch norm whose conv's bias holds it (TFLite)
 
 
@@ -31,7 +31,8 @@ def import_weights(source: str | os.PathLike, *, num_classes: int | None = None)
     `source`: a TF1 checkpoint (prefix or `.index`), a model-zoo tarball holding one, a frozen graph `.pb`, or
     a DeepLab `.tflite` (float32, float16 or quantized; folded batch norm loads as identity statistics).
     The architecture is the file's own (backbone, depth multiplier, classes, ASPP kind, separable convs,
-    decoder; the output stride where the file says it, else 16); resizes align corners as the official code.
+    decoder; the output stride where the file says it: a TFLite file's input and logits sizes, a frozen graph's
+    (or a tarball's graph's) atrous rates; else 16); resizes align corners as the official code.
     `num_classes` other than the source's: every weight but the logits, which start fresh.
     Raises WeightImportError (a ValueError) naming the file and the tensor or layer that does not fit.
     """
@@ -85,7 +86,31 @@ def infer_build_config(weights: SourceWeights) -> dict[str, Any]:
         config.update(spec.official.infer_options(tensors))
     except ValueError as error:
         raise WeightImportError(f"{path}: {error}") from error
+    if weights.output_stride is None and weights.atrous_rates:
+        config["output_stride"] = output_stride_of_rates(config, weights, spec.official.scope)
     return config
+
+
+def output_stride_of_rates(config: dict[str, Any], weights: SourceWeights, scope: str) -> int:
+    """The output stride at which our network's backbone convs run at the rates the file's do (the atrous rates
+    of the last blocks are what an output stride changes); the ASPP's rates are the export's own choice and are
+    not compared. WeightImportError when no output stride gives the file's rates."""
+    rates = {name: rate for name, rate in weights.atrous_rates.items() if name.startswith(f"{scope}/")}
+    likely = constants.OUTPUT_STRIDES[-1] // max(rates.values(), default=1)  # most backbones: rate 32 / stride
+    for output_stride in sorted(constants.OUTPUT_STRIDES, key=lambda stride: stride != likely):
+        table, _ = official_weight_table({**config, "output_stride": output_stride})
+        model = build_model(**{**config, "output_stride": output_stride})
+        if all(name in table and _layer_rate(model.get_layer(table[name][0])) == rate for name, rate in rates.items()):
+            return output_stride
+    found = ", ".join(f"{name} {rate}" for name, rate in sorted(rates.items()) if rate > 1) or "none above 1"
+    raise WeightImportError(
+        f"{weights.path}: its backbone's atrous rates ({found}) are those of no output stride in "
+        f"{constants.OUTPUT_STRIDES} of this project's {config['backbone']}"
+    )
+
+
+def _layer_rate(layer: layers.Layer) -> int:
+    return int(max(getattr(layer, "dilation_rate", (1, 1))))
 
 
 def _require(weights: SourceWeights, name: str) -> np.ndarray:

@@ -30,7 +30,9 @@ class SourceWeights:
     `tensors`: official TF1 variable name -> float32 array in TensorFlow's layout (conv kernels
     (kh, kw, in, out), depthwise kernels (kh, kw, C, 1)). A source whose batch norm was folded into its
     convolutions (TFLite) names each conv's bias `scope/biases`, like a conv that had one.
-    `output_stride` and `input_size` (H, W): what the file itself says, when it says it.
+    `output_stride` and `input_size` (H, W): what the file itself says, when it says it. `atrous_rates`:
+    {official kernel name: the rate its conv runs at}, where the file records how it computes (frozen graphs);
+    `mapping` reads the output stride from them.
     """
 
     path: str
@@ -38,6 +40,7 @@ class SourceWeights:
     tensors: dict[str, np.ndarray]
     output_stride: int | None = None
     input_size: tuple[int, int] | None = None
+    atrous_rates: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 

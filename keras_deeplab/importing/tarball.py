@@ -22,7 +22,8 @@ WEIGHT_FILE_PARTS = (".data-",)
 
 def read(path: str) -> SourceWeights:
     """The weights of the TF1 checkpoint a tarball holds (the one with the highest step when several), or of
-    its `frozen_inference_graph.pb` when it holds no checkpoint. Only those files are extracted, to a temporary
+    its `frozen_inference_graph.pb` when it holds no checkpoint; the atrous rates (the output stride) of that
+    graph either way. Only those files are extracted, to a temporary
     folder, after their sizes (from the archive's headers, sparse files at their full size) are checked against
     `MAX_EXTRACTED_BYTES` and, for a graph, `MAX_GRAPH_BYTES`."""
     with tempfile.TemporaryDirectory(prefix="deeplab-tarball-") as folder:
@@ -37,13 +38,19 @@ def read(path: str) -> SourceWeights:
             graphs += [os.path.join(root, name) for name in files if name.endswith(".pb")]
         if indexes:
             source = checkpoint.read(max(indexes, key=_step))
+            if graphs:  # the zoo's tarballs hold the graph exported for evaluation beside the checkpoint
+                source.atrous_rates = frozen_graph.read(sorted(graphs)[0]).atrous_rates
         elif graphs:
             source = frozen_graph.read(sorted(graphs)[0])
         else:
             raise WeightImportError(f"{path}: the tarball holds no TF checkpoint (.index) and no frozen graph (.pb)")
     inner = os.path.relpath(source.path, folder)
     return SourceWeights(
-        path=path, kind=f"tarball ({source.kind} {inner})", tensors=source.tensors, notes=[f"read {inner}"]
+        path=path,
+        kind=f"tarball ({source.kind} {inner})",
+        tensors=source.tensors,
+        atrous_rates=source.atrous_rates,
+        notes=[f"read {inner}"],
     )
 
 

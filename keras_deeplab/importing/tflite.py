@@ -2,8 +2,11 @@
 
 Such a file has no variables: each CONV_2D / DEPTHWISE_CONV_2D op holds a constant kernel (float32; float16
 behind a DEQUANTIZE op; or uint8/int8 with scale and zero point) and a constant bias, the conv's batch norm
-folded into both. The official scope is read from the kernel's name ("MobilenetV2/Conv/weights",
-"aspp0/Conv2D_Fold;aspp0/weights_quant/FakeQuantWithMinMaxVars", ...); the bias is named `scope/biases`.
+folded into both. The official scope is read from the names on the kernel's way into the conv: the constant's
+own ("MobilenetV2/Conv/weights", "aspp0/Conv2D_Fold;aspp0/weights_quant/FakeQuantWithMinMaxVars", ...), else the
+output of the DEQUANTIZE between them, else the conv's output, whose ';'-joined parts name the ops folded into it
+("...;MobilenetV2/expanded_conv_9/depthwise/depthwise;...": today's converter leaves a float16 constant
+unnamed); the bias is named `scope/biases`.
 """
 
 from __future__ import annotations
@@ -20,14 +23,21 @@ from keras_deeplab.litert import open_interpreter
 
 CONV_OPS = {"CONV_2D": "weights", "DEPTHWISE_CONV_2D": "depthwise_weights"}
 _KERNEL_NAME = re.compile(r"^(?P<scope>.+?)/(?:depthwise_)?weights(?:_quant/.*)?$")
+# A TF1 conv op under its scope: slim's conv2d ("Conv2D", "convolution" when atrous), separable_conv2d's depthwise
+# half ("depthwise"), the quantized graphs' folded convs ("Conv2D_Fold", "depthwise_Fold"), the logits' "BiasAdd".
+_CONV_OP_NAME = re.compile(r"^(?P<scope>.+)/(?:Conv2D|convolution|depthwise|Conv2D_Fold|depthwise_Fold|BiasAdd)$")
 
 
-def kernel_scope(tensor_name: str) -> str | None:
-    """The official scope in a kernel tensor's name (any of its ';'-joined parts), or None."""
-    for part in tensor_name.split(";"):
-        match = _KERNEL_NAME.match(part)
-        if match:
-            return match.group("scope")
+def kernel_scope(*tensor_names: str) -> str | None:
+    """The official scope a kernel belongs to, from the names on its way into the conv (the constant's, a
+    DEQUANTIZE's output, the conv's output; each with ';'-joined parts): a weight variable's name in any of them,
+    else a conv op's name; None when neither is there."""
+    for pattern in (_KERNEL_NAME, _CONV_OP_NAME):
+        for name in tensor_names:
+            for part in name.split(";"):
+                match = pattern.match(part)
+                if match:
+                    return match.group("scope")
     return None
 
 
@@ -58,13 +68,16 @@ def read(path: str) -> SourceWeights:
     operations = interpreter._get_ops_details()  # LiteRT's only view of the graph's ops and their tensors
     producers = {int(output): op for op in operations for output in op["outputs"]}
 
-    def constant(index: int) -> tuple[np.ndarray, str]:
+    def constant(index: int) -> tuple[np.ndarray, list[str]]:
+        """The constant behind input tensor `index` and the names on its way, the constant's own first."""
+        names = [details[index]["name"]]
         producer = producers.get(index)
         if producer is not None and producer["op_name"] == "DEQUANTIZE":  # float16 weights
             index = int(producer["inputs"][0])
+            names.insert(0, details[index]["name"])
         elif producer is not None:
             raise WeightImportError(f"{path}: tensor {details[index]['name']!r} is not a constant")
-        return dequantize(interpreter.get_tensor(index), details[index]), details[index]["name"]
+        return dequantize(interpreter.get_tensor(index), details[index]), names
 
     tensors: dict[str, np.ndarray] = {}
     logits_height = None
@@ -72,10 +85,14 @@ def read(path: str) -> SourceWeights:
         suffix = CONV_OPS.get(op["op_name"])
         if suffix is None:
             continue
-        kernel, kernel_name = constant(int(op["inputs"][1]))
-        scope = kernel_scope(kernel_name)
+        kernel, names = constant(int(op["inputs"][1]))
+        names.append(details[int(op["outputs"][0])]["name"])
+        scope = kernel_scope(*names)
         if scope is None:
-            raise WeightImportError(f"{path}: conv kernel {kernel_name!r} carries no official scope name")
+            raise WeightImportError(
+                f"{path}: conv kernel {names[0]!r} carries no official scope name, nor do the tensors on its way "
+                f"({', '.join(repr(name) for name in names[1:])})"
+            )
         if f"{scope}/{suffix}" in tensors:
             raise WeightImportError(f"{path}: two convs read the kernel of scope {scope!r}")
         # TFLite kernels are (out, kh, kw, in) and depthwise (1, kh, kw, C): both to (kh, kw, ., .)
