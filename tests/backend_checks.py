@@ -57,6 +57,8 @@ def main(folder: str) -> dict:
     result["probabilities_diff"] = float(
         np.abs(keras.ops.convert_to_numpy(probabilities) - expected["probabilities"]).max()
     )
+    fitted = class_probabilities(model, images[:, :, :24], fit_to=40, pad_pixel=model.mean_pixel)
+    result["fitted_diff"] = float(np.abs(keras.ops.convert_to_numpy(fitted) - expected["fitted"]).max())
     loss = segmentation_loss(labels, expected["logits"], class_weights=[1.0, 2.0, 0.5], hard_pixel_fraction=0.5)
     result["loss_diff"] = abs(float(loss) - float(expected["loss"]))
     metric = MeanIoU(3)

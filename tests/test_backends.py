@@ -53,6 +53,8 @@ def saved(tmp_path_factory):
         labels=labels,
         logits=logits,
         probabilities=class_probabilities(model.predict_on_batch, images, scales=(1.0, 0.75), flip=True).numpy(),
+        # the official export's handling (--fit-to) of a 32x24 photo: fitted to 40x30, padded, cut out, resized back
+        fitted=class_probabilities(model.predict_on_batch, images[:, :, :24], fit_to=40, pad_pixel=model.mean_pixel),
         loss=segmentation_loss(labels, logits, class_weights=[1.0, 2.0, 0.5], hard_pixel_fraction=0.5).numpy(),
         miou=metric.result().numpy(),
     )
@@ -75,7 +77,7 @@ def test_the_same_deeplab_on_another_backend(saved, backend):
         assert result["eval_shape"] == [1, 40, 48, 3]
     for loader in ("load_model", "keras"):
         assert result[f"{loader}_relative"] <= 1e-4 and result[f"{loader}_argmax"] == 1.0, result
-    assert result["probabilities_diff"] <= 1e-5
+    assert result["probabilities_diff"] <= 1e-5 and result["fitted_diff"] <= 1e-5
     assert result["loss_diff"] <= 1e-5 and result["miou_diff"] <= 1e-6
     assert result["fit_loss"][-1] < result["fit_loss"][0] - 0.01 and 0 < result["fit_miou"][-1] <= 1, result
     assert "runs on TensorFlow" in result["train_refusal"] and backend in result["train_refusal"]
