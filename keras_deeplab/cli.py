@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from keras_deeplab import quiet
 from keras_deeplab.commands import (
     client,
-    convert_tflite,
+    convert,
     data,
     demo,
     evaluate,
@@ -32,7 +32,7 @@ from keras_deeplab.commands import (
 )
 
 # In the order of `--help`; each module's register() adds its subcommand.
-COMMANDS = (info, train, evaluate, data, export, serve, client, predict, convert_tflite, demo, import_weights)
+COMMANDS = (info, train, evaluate, data, export, serve, client, predict, convert, demo, import_weights)
 VERBOSE_VARIABLE = "KERAS_DEEPLAB_VERBOSE"
 # What a user's mistake raises: ValueError (bad values, recipes, data, weight and model files) and OSError
 # (missing or unwritable files, ports in use, a server that does not answer, a full disk), FloatingPointError
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)
-    for subparser in subparsers.choices.values():
+    for subparser in dict.fromkeys(subparsers.choices.values()):  # an alias names its command's parser again
         _add_common_options(subparser, argparse.SUPPRESS)
     return parser
 
