@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from keras_deeplab import quiet
 from keras_deeplab.commands import (
     client,
-    convert_tflite,
+    convert,
     data,
     demo,
     evaluate,
@@ -42,7 +42,7 @@ COMMANDS = (
     serve,
     client,
     predict,
-    convert_tflite,
+    convert,
     demo,
     import_weights,
     presets,
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)
-    for subparser in subparsers.choices.values():
+    for subparser in dict.fromkeys(subparsers.choices.values()):  # an alias names its command's parser again
         _add_common_options(subparser, argparse.SUPPRESS)
     return parser
 

@@ -46,6 +46,9 @@ def evaluate_model(
     """mIoU of `model` on every example of `source` (a pipelines source), at full resolution (or with `fit_to`,
     the official export's input handling: `inference.class_probabilities`).
 
+    `model`: a Keras DeepLab, or a converted model of one input size (serving's TFLite or engine models: any
+    object with `predict_logits`, `num_classes` and `build_config`), run eagerly.
+
     Returns {'miou', 'pixel_accuracy', 'per_class_iou' (None for a class absent from truth and prediction),
     'class_names', 'examples', 'scales', 'flip', 'fit_to', 'output_stride'}. With `trimap_widths`, also 'trimap':
     {width: {'miou', 'pixel_accuracy', 'per_class_iou', 'pixels'}} within that many pixels of the label
@@ -85,7 +88,7 @@ def evaluate_model(
         "scales": list(check_scales(scales)),
         "flip": flip,
         "fit_to": fit_to,
-        "output_stride": model.build_config["output_stride"],
+        "output_stride": (model.build_config or {}).get("output_stride"),
     }
 
 
@@ -137,7 +140,14 @@ def predictions(
     total = len(source) if max_examples is None else min(len(source), max_examples)
 
     mean_pixel = getattr(model, "mean_pixel", constants.MEAN_PIXEL_RGB)  # what the official code pads with
-    if on_tensorflow():
+    if not isinstance(model, keras.Model):  # a converted model of one input size, run outside TensorFlow's graph
+
+        def predict_probabilities(images):
+            return class_probabilities(
+                model.predict_logits, images, scales=scales, flip=flip, fit_to=fit_to, pad_pixel=mean_pixel
+            )
+
+    elif on_tensorflow():
 
         @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)], reduce_retracing=True)
         def predict_probabilities(images):
@@ -168,7 +178,7 @@ def predictions(
 
 def _check_source(model: keras.Model, source) -> int:
     """The model's number of classes, after checking that `source` has examples and the same classes."""
-    num_classes = int(model.output.shape[-1])
+    num_classes = int(model.output.shape[-1]) if isinstance(model, keras.Model) else model.num_classes
     if source.num_classes != num_classes:
         raise ValueError(f"{source.name}: the dataset has {source.num_classes} classes, the model {num_classes}")
     if len(source) == 0:
@@ -177,7 +187,7 @@ def _check_source(model: keras.Model, source) -> int:
 
 
 def evaluate(
-    model_path: str,
+    model_path: str | Any,
     format: str,
     root: str | None,
     split: str,
@@ -195,12 +205,13 @@ def evaluate(
     **source_options: Any,
 ) -> dict[str, Any]:
     """Open the split, load the model (`load_model`: a .keras file, a run folder or a published file, at
-    `output_stride` and in `precision`), and `evaluate_model`. `report_dir`: also write the report of
+    `output_stride` and in `precision`; or a model already opened, as `evaluate_model` takes), and
+    `evaluate_model`. `report_dir`: also write the report of
     keras_deeplab.report there (its page's path under 'report')."""
     if report_dir is not None:
         require_matplotlib()  # before anything is predicted
     source = open_source(format, root, split, **source_options)
-    model = load_model(model_path, output_stride, precision)
+    model = load_model(model_path, output_stride, precision) if isinstance(model_path, str) else model_path
     report = None if report_dir is None else ReportCollector(source.descriptor)
     results = evaluate_model(
         model,
@@ -215,7 +226,11 @@ def evaluate(
         report=report,
     )
     if report is not None:
-        results["report"] = write_report(report_dir, report, f"{os.path.basename(model_path)} on {source.name}")
+        results["report"] = write_report(
+            report_dir,
+            report,
+            f"{os.path.basename(model_path if isinstance(model_path, str) else model.name)} on {source.name}",
+        )
     return results
 
 

@@ -37,7 +37,7 @@ LAYERS = (
                "keras_deeplab.precision", "keras_deeplab.presets")),
     ("training", ("keras_deeplab.recipe", "keras_deeplab.evaluation", "keras_deeplab.report", "keras_deeplab.training",
                   "keras_deeplab.training.*")),
-    ("export", ("serving.settings", "serving.export", "serving.tflite")),
+    ("export", ("serving.settings", "serving.export", "serving.tflite", "serving.engines")),
     ("serving", ("serving.rest_json", "serving.page", "serving.rest_api", "serving.server", "serving.client",
                  "serving.predict")),
     ("command line", ("keras_deeplab.demo", "keras_deeplab.cli", "keras_deeplab.commands",

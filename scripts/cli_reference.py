@@ -34,6 +34,8 @@ def commands() -> dict[str, argparse.ArgumentParser]:
     """Every runnable command, "data check" style for nested ones, in the order `keras-deeplab --help` lists them."""
     found = {}
     for name, parser in subcommands(build_parser()).items():
+        if parser in found.values():  # an alias (convert-tflite of convert)
+            continue
         nested = subcommands(parser)
         if nested:
             found.update({f"{name} {sub}": subparser for sub, subparser in nested.items()})

@@ -1,4 +1,5 @@
-"""`keras-deeplab predict`: class maps of image files from a .keras file, a SavedModel folder or a .tflite file.
+"""`keras-deeplab predict`: class maps of image files from a .keras file, a SavedModel folder, a .tflite, .onnx
+or OpenVINO .xml file.
 
 For each image it writes `DIR/<stem>.png`, a palette PNG (VOC colour map) whose pixel indices are the class
 ids at the image's own size, and `DIR/<stem>_overlay.jpg` with a legend strip below it (the classes present, their
@@ -28,6 +29,7 @@ from keras_deeplab.layers import on_tensorflow
 from keras_deeplab.loading import is_run_folder, load_model, model_file
 from keras_deeplab.visualize import Palette, overlay, save_image_atomically, save_palette_png, with_legend
 from pipelines.image_header import ACCEPTED_IMAGE_FORMATS, PixelLimitError, apply_orientation, read_image_header
+from serving.engines import PRECISION_HINTS, EngineModel, is_engine_file
 from serving.export import tf_error_message
 from serving.settings import DEFAULT_MAX_PIXELS, model_versions, predict_max_pixels
 from serving.tflite import TFLiteModel
@@ -116,24 +118,31 @@ def load_predictor(
     precision: str = "float32",
 ) -> Predictor:
     """A DeepLab (`load_model`: a .keras file, a training run folder or `preset:NAME`), a SavedModel folder (or an
-    export base path: its highest version) or a .tflite file, behind one `Predictor`.
+    export base path: its highest version), a .tflite file or an ONNX / OpenVINO file (serving/engines.py), behind
+    one `Predictor`.
 
-    `output_stride` rebuilds a DeepLab at that stride, `precision` in that arithmetic (constants.PRECISIONS; the
-    other kinds run as they were written). `input_range` overrides a .tflite model's pixel
+    `output_stride` rebuilds a DeepLab at that stride, `precision` in that arithmetic (constants.PRECISIONS; an
+    OpenVINO model runs with the execution hint `engines.PRECISION_HINTS` names; the other kinds run as they
+    were written). `input_range` overrides a .tflite model's pixel
     range (default: its keras_deeplab metadata, else [-1, 1] as TensorFlow's published DeepLab models take).
     """
     path = model_file(path)
-    if not os.path.isdir(path) and not path.endswith((".keras", ".tflite")):
+    if not os.path.isdir(path) and not path.endswith((".keras", ".tflite")) and not is_engine_file(path):
         raise ValueError(
-            f"{path}: expected a .keras file, a training run folder, a .tflite file or a SavedModel folder"
+            f"{path}: expected a .keras file, a training run folder, a .tflite, .onnx or OpenVINO .xml file or a "
+            "SavedModel folder"
         )
     saved_model = os.path.isdir(path) and not is_run_folder(path)
-    if output_stride is not None and (saved_model or path.endswith(".tflite")):
+    fixed = path.endswith(".tflite") or is_engine_file(path)
+    if output_stride is not None and (saved_model or fixed):
         raise ValueError(f"{path}: --output-stride applies to .keras models and run folders only")
-    if precision != "float32" and (saved_model or path.endswith(".tflite")):
-        raise ValueError(f"{path}: --precision applies to .keras models and run folders only")
+    if precision != "float32" and (saved_model or (fixed and not path.endswith(".xml"))):
+        raise ValueError(f"{path}: --precision applies to .keras models, run folders and OpenVINO .xml files only")
     if input_range is not None and not path.endswith(".tflite"):
         raise ValueError(f"{path}: --input-range applies to .tflite models only")
+    if is_engine_file(path):
+        engine = EngineModel(path, hint=PRECISION_HINTS[precision])
+        return Predictor(engine.predict_logits, engine.description, engine.num_classes, engine.input_size)
     if path.endswith(".tflite"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such TFLite file")

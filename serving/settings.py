@@ -56,9 +56,13 @@ DEFAULT_MAX_CONCURRENT = 4  # predictions running at once; more requests wait fo
 DEFAULT_BATCH_SIZE = 8  # images per client request
 DEFAULT_TIMEOUT_S = 300.0
 
-# TFLite variants, and the least pixel agreement with the Keras model that `convert-tflite` accepts for each.
+# TFLite variants, and the least pixel agreement with the Keras model that `convert` accepts for each (int8: the
+# ONNX and OpenVINO int8 variants, serving/engines.py).
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "full_int8")
-DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.995, "dynamic_int8": 0.95, "full_int8": 0.95}
+DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.995, "dynamic_int8": 0.95, "full_int8": 0.95, "int8": 0.95}
+# `convert --to`: the formats and the variants of each.
+ENGINE_FORMATS = ("tflite", "onnx", "openvino")
+FORMAT_QUANTIZATIONS = {"tflite": QUANTIZATIONS, "onnx": ("float32", "int8"), "openvino": ("float32", "int8")}
 
 
 def model_versions(base_path: str | os.PathLike) -> list[int]:

@@ -79,6 +79,14 @@ def fixed_size_logits(run_fixed: Callable[[np.ndarray], np.ndarray], size: int) 
     return predict_logits
 
 
+def frozen_function(model: keras.Model, input_size: int) -> Any:
+    """The model's forward pass at (1, input_size, input_size, 3) float32 -> float32 logits, as a concrete
+    function with its variables frozen to constants: what the TFLite and OpenVINO converters read."""
+    spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="images")
+    function = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32), input_signature=[spec])
+    return convert_variables_to_constants_v2(function.get_concrete_function())
+
+
 def convert(
     model: keras.Model,
     quantization: str,
@@ -93,13 +101,10 @@ def convert(
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if quantization == "full_int8" and representative_images is None:
         raise ValueError("full_int8 needs representative images to calibrate the activation ranges")
-    spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="images")
-    function = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32), input_signature=[spec])
     # Variables frozen to constants first: converting the model's function with the model as its trackable
     # object keeps them as resource variables (a 0.2 MB file that reads nothing), and without any trackable
     # object TF 2.21 warns of a deprecated path.
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(model, input_size)], tf.Module())
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -301,12 +306,6 @@ def compare_with_keras(
             "size_mb": variant.size_bytes / 1e6,
         }
     return report
-
-
-def variant_path(out_dir: str | os.PathLike, model_path: str | os.PathLike, quantization: str, size: int) -> str:
-    """`out_dir/<model stem>_<quantization>_<size>.tflite`."""
-    stem = os.path.splitext(os.path.basename(os.fspath(model_path)))[0]
-    return os.path.join(os.fspath(out_dir), f"{stem}_{quantization}_{size}.tflite")
 
 
 def dataset_examples(format: str, root: str | None, split: str, count: int) -> list[tuple[np.ndarray, np.ndarray, str]]:

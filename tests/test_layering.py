@@ -59,7 +59,7 @@ def test_help_and_the_command_modules_load_no_tensorflow():
         "    except SystemExit:\n"
         "        pass"
     )
-    assert "keras_deeplab.commands.convert_tflite" in loaded
+    assert "keras_deeplab.commands.convert" in loaded
     assert not _packages(loaded) & {"tensorflow", "keras", "numpy"}
 
 

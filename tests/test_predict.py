@@ -115,7 +115,7 @@ def test_tflite_refuses_scales_and_bad_inputs_are_named(tmp_path, tmp_path_facto
     not_model.write_bytes(b"x")
     assert main(["predict", photos[0], "--model", str(not_model), "--out", str(tmp_path / "o")]) == 1
     assert (
-        "expected a .keras file, a training run folder, a .tflite file or a SavedModel folder"
+        "expected a .keras file, a training run folder, a .tflite, .onnx or OpenVINO .xml file or a SavedModel folder"
         in capsys.readouterr().err
     )
     garbage = tmp_path / "garbage.tflite"

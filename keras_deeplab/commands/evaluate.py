@@ -31,7 +31,9 @@ def _widths(text: str) -> tuple[int, ...]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="mIoU of a trained model on a dataset split, full resolution")
-    add_model_option(parser, "a .keras file, a training run folder or a published file")
+    add_model_option(
+        parser, "a .keras file, a training run folder, a published file, or an .onnx / OpenVINO .xml file (`convert`)"
+    )
     add_source_options(parser, split_default="val")
     add_output_stride_option(parser, "rebuild the model at this stride (default: the model's)")
     add_precision_option(parser)
@@ -63,6 +65,16 @@ def run(args: argparse.Namespace) -> int:
 
     progress = progress_bar_wanted(args) and not args.json
     crf = crf_settings(args)
+    from serving.engines import PRECISION_HINTS, EngineModel, is_engine_file
+
+    model = args.model
+    if is_engine_file(args.model):  # a converted model of one input size
+        if args.output_stride is not None or tuple(args.scales) != (1.0,) or args.crf_search or args.crf_grid:
+            raise ValueError(
+                f"{args.model}: a converted model has one input size and stride; --output-stride, --scales and the "
+                "CRF search apply to .keras models"
+            )
+        model = EngineModel(args.model, hint=PRECISION_HINTS[args.precision])
     if args.crf_search or args.crf_grid:
         if args.report:
             raise ValueError("--report draws an evaluation; it does not apply to --crf-search")
@@ -87,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mIoU {100 * row['miou']:.2f}  pixel accuracy {100 * row['pixel_accuracy']:.2f}  {parameters}")
         return 0
     results = evaluate(
-        args.model,
+        model,
         args.format,
         args.root,
         args.split,

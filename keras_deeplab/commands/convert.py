@@ -1,4 +1,5 @@
-"""`keras-deeplab convert-tflite`: TFLite variants of a trained model, each checked against Keras."""
+"""`keras-deeplab convert --to {tflite,onnx,openvino}` (`convert-tflite`: the same, TFLite by default): variants
+of a trained model at a fixed input size, each checked against Keras."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 
 from keras_deeplab import constants
 from keras_deeplab.commands.arguments import add_model_option, add_output_stride_option, positive_int
-from serving.settings import DEFAULT_MIN_AGREEMENT, QUANTIZATIONS
+from serving.settings import DEFAULT_MIN_AGREEMENT, ENGINE_FORMATS, FORMAT_QUANTIZATIONS
+
+VARIANTS = tuple(dict.fromkeys(name for names in FORMAT_QUANTIZATIONS.values() for name in names))
 
 
 def _agreement_threshold(text: str) -> tuple[str, float]:
@@ -15,26 +18,37 @@ def _agreement_threshold(text: str) -> tuple[str, float]:
         threshold = float(value)
     except ValueError:
         threshold = None
-    if name not in QUANTIZATIONS or threshold is None:
-        raise argparse.ArgumentTypeError(f"expected VARIANT=VALUE with VARIANT one of {QUANTIZATIONS}, got {text!r}")
+    if name not in VARIANTS or threshold is None:
+        raise argparse.ArgumentTypeError(f"expected VARIANT=VALUE with VARIANT one of {VARIANTS}, got {text!r}")
     return name, threshold
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "convert-tflite", help="convert a trained model to TFLite variants and check them against Keras"
+        "convert",
+        aliases=["convert-tflite"],
+        help="convert a trained model to TFLite, ONNX or OpenVINO variants and check them against Keras",
     )
+    parser.add_argument("--to", choices=ENGINE_FORMATS, default="tflite", help="the format (onnx, openvino: the "
+                        "engines extra)")  # fmt: skip
     add_model_option(parser, "a .keras model file or a training run folder")
-    parser.add_argument("--out", required=True, help="folder for <stem>_<variant>_<size>.tflite")
-    parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS))
+    parser.add_argument("--out", required=True, help="folder for <stem>_<variant>_<size>.tflite / .onnx / .xml")
+    parser.add_argument(
+        "--quantization",
+        nargs="+",
+        choices=VARIANTS,
+        help="variants (default: all of the format's: "
+        + "; ".join(f"{name} {' '.join(names)}" for name, names in FORMAT_QUANTIZATIONS.items())
+        + ")",
+    )
     parser.add_argument("--input-size", type=positive_int, default=constants.CROP_SIZE, help="S of (1, S, S, 3)")
     add_output_stride_option(parser, "rebuild at this stride")
     parser.add_argument("--format", default="synthetic", help="dataset format of the check and calibration images")
     parser.add_argument("--root", help="dataset folder (not used by synthetic)")
     parser.add_argument("--split", default="val", help="split of the images the variants are checked on")
     parser.add_argument("--num-images", type=positive_int, default=20, help="images to check on")
-    parser.add_argument("--representative-split", default="train", help="split of the full_int8 calibration images")
-    parser.add_argument("--representative-images", type=positive_int, default=50, help="full_int8 calibration images")
+    parser.add_argument("--representative-split", default="train", help="split of the int8 calibration images")
+    parser.add_argument("--representative-images", type=positive_int, default=50, help="int8 calibration images")
     parser.add_argument(
         "--min-agreement",
         type=_agreement_threshold,
@@ -47,22 +61,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_deeplab.files import make_folder, write_bytes
+    quantizations = args.quantization or list(FORMAT_QUANTIZATIONS[args.to])
+    wrong = [name for name in quantizations if name not in FORMAT_QUANTIZATIONS[args.to]]
+    if wrong:
+        raise ValueError(
+            f"--quantization {' '.join(wrong)}: not a variant of {args.to} (its variants: "
+            f"{' '.join(FORMAT_QUANTIZATIONS[args.to])})"
+        )
+    from keras_deeplab.files import make_folder
     from keras_deeplab.loading import load_model
-    from serving.tflite import TFLiteModel, compare_with_keras, convert, dataset_examples, variant_path
+    from serving.engines import convert_variant
+    from serving.tflite import compare_with_keras, dataset_examples
 
     model = load_model(args.model, args.output_stride)
     representative = None
-    if "full_int8" in args.quantization:
+    if any(name in ("full_int8", "int8") for name in quantizations):
         calibration = dataset_examples(args.format, args.root, args.representative_split, args.representative_images)
         representative = [image for image, _, _ in calibration]
     examples = dataset_examples(args.format, args.root, args.split, args.num_images)
     make_folder(args.out)
     variants = {}
-    for quantization in args.quantization:
-        path = variant_path(args.out, args.model, quantization, args.input_size)
-        write_bytes(path, convert(model, quantization, args.input_size, representative))
-        variants[quantization] = TFLiteModel(path)
+    for quantization in quantizations:
+        path, variants[quantization] = convert_variant(
+            model, args.to, quantization, args.out, args.model, args.input_size, representative
+        )
         print(f"wrote {path} ({variants[quantization].size_bytes / 1e6:.2f} MB)")
     report = compare_with_keras(model, variants, examples)
     thresholds = {**DEFAULT_MIN_AGREEMENT, **dict(args.min_agreement)}

@@ -1,0 +1,298 @@
+"""ONNX Runtime and OpenVINO: a DeepLab converted at a fixed input size, run on the CPU, checked like TFLite.
+
+Formats beside TFLite (serving/tflite.py), each with a float32 and an int8 variant:
+- `onnx`: the graph Keras 3's own `model.export(format="onnx")` writes (tf2onnx underneath); `int8` is ONNX
+  Runtime's static quantisation (QDQ, per-channel int8 weights, uint8 activations calibrated on images from the
+  input pipeline). Run by ONNX Runtime's CPU provider.
+- `openvino`: OpenVINO IR (.xml + .bin) converted from the graph of the frozen function the TFLite converter
+  reads;
+  `int8` is NNCF's post-training quantisation on calibration images. Run by OpenVINO's CPU plugin, whose
+  execution precision is a run-time hint (`OPENVINO_HINTS`: f32, bf16, f16): the same file runs in float32 or,
+  where the CPU has it, in bfloat16.
+
+Every model takes (1, S, S, 3) RGB pixels in [0, 255] float32 and returns logits (1, S, S, C), and carries the
+`keras_deeplab` metadata entry (JSON, as in a .tflite file). Images of any size are fitted and padded, the
+logits of the image's part resized back (`serving.tflite.fixed_size_logits`), so `predict`, `evaluate` and the
+checks of `convert` treat every format alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_deeplab import constants, quiet
+from serving.settings import FORMAT_QUANTIZATIONS
+from serving.tflite import (
+    METADATA_NAME,
+    MODEL_INPUT_RANGE,
+    TFLiteModel,
+    convert,
+    fit_and_pad,
+    fixed_size_logits,
+    frozen_function,
+)
+
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
+OPENVINO_HINTS = ("f32", "bf16", "f16")  # OpenVINO's INFERENCE_PRECISION_HINT on the CPU
+# `--precision` (constants.PRECISIONS) for an OpenVINO model: the hint it runs with; None: OpenVINO's own default
+# (bf16 where the CPU has native bfloat16, f32 elsewhere), as "auto" means for a Keras model.
+PRECISION_HINTS = {"float32": "f32", "mixed": "bf16", "auto": None}
+INPUT_NAME = "images"
+MISSING = "the ONNX and OpenVINO engines need the `engines` extra: pip install 'keras-deeplab[engines]'"
+
+
+def _require(module: str) -> Any:
+    """`module` imported, or ImportError saying which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"{MISSING} ({error})") from error
+
+
+def _metadata(model: keras.Model, quantization: str, input_size: int) -> dict[str, Any]:
+    return {
+        "input_range": list(MODEL_INPUT_RANGE),
+        "input_size": input_size,
+        "num_classes": int(model.output.shape[-1]),
+        "quantization": quantization,
+        "build_config": getattr(model, "build_config", None),
+    }
+
+
+def _calibration(images: Iterable[np.ndarray] | None, input_size: int, quantization: str) -> list[np.ndarray]:
+    """Calibration inputs (1, S, S, 3) float32, fitted like every input; ValueError when int8 has none."""
+    if quantization not in FORMAT_QUANTIZATIONS["onnx"]:
+        raise ValueError(f"quantization must be one of {FORMAT_QUANTIZATIONS['onnx']}, got {quantization!r}")
+    if quantization == "float32":
+        return []
+    fitted = [fit_and_pad(image, input_size)[0][np.newaxis] for image in images or ()]
+    if not fitted:
+        raise ValueError("int8 needs calibration images to set the activation ranges, got none")
+    return fitted
+
+
+def convert_onnx(
+    model: keras.Model,
+    path: str | os.PathLike,
+    quantization: str = "float32",
+    input_size: int = constants.CROP_SIZE,
+    calibration_images: Iterable[np.ndarray] | None = None,
+) -> None:
+    """Write `model` at (1, input_size, input_size, 3) as an ONNX file; `int8` quantised on `calibration_images`."""
+    _require("onnxruntime")
+    import onnx
+
+    path = os.fspath(path)
+    calibration = _calibration(calibration_images, input_size, quantization)
+    spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name=INPUT_NAME)
+    float_path = path if quantization == "float32" else f"{path}.float32.tmp"
+    try:
+        with quiet.filtered_stderr(), warnings.catch_warnings():  # tf2onnx's INFO lines, Keras' patch of it
+            warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
+            model.export(float_path, format="onnx", input_signature=[spec], verbose=False)
+        if quantization == "int8":
+            _quantize_onnx(float_path, path, calibration)
+    finally:
+        if float_path != path and os.path.exists(float_path):
+            os.remove(float_path)
+    proto = onnx.load(path)
+    onnx.helper.set_model_props(proto, {METADATA_NAME: json.dumps(_metadata(model, quantization, input_size))})
+    onnx.save(proto, path)
+
+
+def _quantize_onnx(float_path: str, path: str, calibration: Sequence[np.ndarray]) -> None:
+    """ONNX Runtime's static quantisation: QDQ, int8 per-channel weights (7-bit range), uint8 activations (MinMax
+    ranges)."""
+    from onnxruntime import quantization as ortq
+
+    source = _require("onnxruntime").InferenceSession(float_path, providers=["CPUExecutionProvider"])
+    input_name = source.get_inputs()[0].name
+    del source
+
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._inputs = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            pixels = next(self._inputs, None)
+            return None if pixels is None else {input_name: pixels}
+
+    prepared = f"{path}.prepared.tmp"
+    try:
+        ortq.shape_inference.quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
+        ortq.quantize_static(
+            prepared,
+            path,
+            Reader(),
+            quant_format=ortq.QuantFormat.QDQ,
+            activation_type=ortq.QuantType.QUInt8,
+            weight_type=ortq.QuantType.QInt8,
+            per_channel=True,
+            # 7-bit weights: on CPUs without VNNI (AVX2, AVX-512 without it) ONNX Runtime's uint8 x int8 kernels
+            # add pairs of products in int16 (VPMADDUBSW), which saturate with 8-bit weights. Measured on the
+            # published MobileNetV2 (benchmarks/engines.py, AVX2): pixel agreement 0.938 with 8 bits, 0.986 with 7.
+            reduce_range=True,
+            calibrate_method=ortq.CalibrationMethod.MinMax,
+        )
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
+
+
+def convert_openvino(
+    model: keras.Model,
+    path: str | os.PathLike,
+    quantization: str = "float32",
+    input_size: int = constants.CROP_SIZE,
+    calibration_images: Iterable[np.ndarray] | None = None,
+) -> None:
+    """Write `model` at (1, input_size, input_size, 3) as OpenVINO IR (`path` .xml and its .bin), weights in
+    float32; `int8` quantised by NNCF on `calibration_images`."""
+    openvino = _require("openvino")
+    path = os.fspath(path)
+    calibration = _calibration(calibration_images, input_size, quantization)
+    with quiet.filtered_stderr():
+        converted = openvino.convert_model(frozen_function(model, input_size).graph.as_graph_def())
+    if quantization == "int8":
+        nncf = _require("nncf")
+        with quiet.filtered_stderr(), contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bar
+            converted = nncf.quantize(
+                converted, nncf.Dataset(calibration), subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED
+            )
+    converted.set_rt_info(json.dumps(_metadata(model, quantization, input_size)), [METADATA_NAME])
+    openvino.save_model(converted, path, compress_to_fp16=False)
+
+
+class EngineModel:
+    """A converted model run by ONNX Runtime (.onnx) or OpenVINO (.xml), with TFLiteModel's interface.
+
+    `run(pixels)`: RGB [0, 255] float32 (1, S, S, 3) -> float32 logits (1, S, S, C). `predict_logits(images)`:
+    any image size, for `keras_deeplab.inference`. `hint`: OpenVINO's execution precision (OPENVINO_HINTS; None
+    for its default). Calls are serialised (one session or compiled model).
+    """
+
+    def __init__(self, path: str | os.PathLike, hint: str | None = "f32", num_threads: int | None = None) -> None:
+        self.name = path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such model file")
+        self.format = "onnx" if path.endswith(".onnx") else "openvino" if path.endswith(".xml") else None
+        if self.format is None:
+            raise ValueError(f"{path}: expected an ONNX (.onnx) or OpenVINO (.xml) model file")
+        if hint is not None and hint not in OPENVINO_HINTS:
+            raise ValueError(f"hint must be one of {OPENVINO_HINTS}, got {hint!r}")
+        self.hint = hint if self.format == "openvino" else None
+        try:
+            with quiet.filtered_stderr():  # OpenVINO's other readers (TensorFlow's) log their failures
+                shape, out_shape, metadata = (self._open_onnx if self.format == "onnx" else self._open_openvino)(
+                    num_threads
+                )
+        except (ImportError, OSError):
+            raise
+        except Exception as error:  # each engine raises its own types for an unreadable file
+            raise ValueError(f"{path}: not a readable {self.format} model ({_first_line(error)})") from error
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or shape[1] != shape[2] or len(out_shape) != 4:
+            raise ValueError(f"{path}: expected a (1, S, S, 3) image input and 4-D logits, got {shape} -> {out_shape}")
+        self.metadata = json.loads(metadata) if metadata else None
+        self.input_size, self.num_classes = int(shape[1]), int(out_shape[3])
+        self.build_config = (self.metadata or {}).get("build_config")
+        self.size_bytes = sum(os.path.getsize(file) for file in self._files)
+        self._lock = threading.Lock()
+
+    def _open_onnx(self, num_threads: int | None) -> tuple[list, list, str | None]:
+        onnxruntime = _require("onnxruntime")
+        self._files = (self.name,)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        self._session = onnxruntime.InferenceSession(self.name, options, providers=["CPUExecutionProvider"])
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        self._input_name = inputs[0].name
+        metadata = self._session.get_modelmeta().custom_metadata_map.get(METADATA_NAME)
+        return list(inputs[0].shape), list(outputs[0].shape), metadata
+
+    def _open_openvino(self, num_threads: int | None) -> tuple[list, list, str | None]:
+        openvino = _require("openvino")
+        weights = self.name[: -len(".xml")] + ".bin"
+        self._files = (self.name, weights)
+        if not os.path.isfile(weights):
+            raise ValueError(f"no {os.path.basename(weights)} beside it (OpenVINO IR is an .xml file and its .bin)")
+        core = openvino.Core()
+        read = core.read_model(self.name, weights)
+        if len(read.inputs) != 1 or len(read.outputs) != 1:
+            raise ValueError(f"expected one input and one output, got {len(read.inputs)} and {len(read.outputs)}")
+        config: dict[str, Any] = {}
+        if self.hint is not None:
+            config["INFERENCE_PRECISION_HINT"] = self.hint
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = num_threads
+        self._compiled = core.compile_model(read, "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        metadata = read.get_rt_info([METADATA_NAME]).astype(str) if read.has_rt_info([METADATA_NAME]) else None
+        return list(read.inputs[0].get_shape()), list(read.outputs[0].get_shape()), metadata
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        values = np.ascontiguousarray(pixels, np.float32)
+        with self._lock:
+            if self.format == "onnx":
+                logits = self._session.run(None, {self._input_name: values})[0]
+            else:
+                logits = self._request.infer([values])[0]
+        return np.asarray(logits, np.float32)
+
+    def predict_logits(self, images: tf.Tensor) -> tf.Tensor:
+        return fixed_size_logits(self.run, self.input_size)(images)
+
+    @property
+    def description(self) -> str:
+        engine = "ONNX Runtime" if self.format == "onnx" else f"OpenVINO ({self.hint or 'default'} hint)"
+        return f"{engine} model {self.name} ({self.input_size}x{self.input_size})"
+
+
+def _first_line(error: Exception) -> str:
+    """The line of an engine's error message that says what is wrong (OpenVINO's begin with source locations)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line.startswith("Exception from ")]
+    return (meaningful or lines or [type(error).__name__])[0]
+
+
+def convert_variant(
+    model: keras.Model,
+    format: str,
+    quantization: str,
+    out_dir: str | os.PathLike,
+    model_path: str | os.PathLike,
+    input_size: int = constants.CROP_SIZE,
+    calibration_images: Sequence[np.ndarray] | None = None,
+) -> tuple[str, TFLiteModel | EngineModel]:
+    """Convert `model` to one variant of `format` (settings.FORMAT_QUANTIZATIONS) as
+    `out_dir/<model stem>_<quantization>_<size>` (.tflite, .onnx, .xml); return its path and the model opened."""
+    from keras_deeplab.files import write_bytes
+
+    stem = os.path.splitext(os.path.basename(os.fspath(model_path).rstrip("/")))[0]
+    path = os.path.join(os.fspath(out_dir), f"{stem}_{quantization}_{input_size}{SUFFIXES[format]}")
+    if format == "tflite":
+        write_bytes(path, convert(model, quantization, input_size, calibration_images))
+        return path, TFLiteModel(path)
+    (convert_onnx if format == "onnx" else convert_openvino)(model, path, quantization, input_size, calibration_images)
+    return path, EngineModel(path)
+
+
+def is_engine_file(path: str | os.PathLike) -> bool:
+    """True for a path ending in .onnx or .xml (a model `EngineModel` opens)."""
+    return os.fspath(path).endswith((SUFFIXES["onnx"], SUFFIXES["openvino"]))

@@ -1,0 +1,77 @@
+"""`convert --to onnx / openvino` (float32 and int8) checked against Keras; `predict` and `evaluate` run the files."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from serving_models import ODD_SIZES, encode, export_tiny_model, random_image
+
+from keras_deeplab.cli import main
+from keras_deeplab.inference import predict_class_map
+from keras_deeplab.loading import load_model
+from serving.engines import EngineModel
+from serving.tflite import fixed_size_logits
+
+pytest.importorskip("onnxruntime", reason="the engines extra is not installed")
+pytest.importorskip("openvino", reason="the engines extra is not installed")
+
+SIZE = 33
+
+
+@pytest.mark.parametrize(("to", "suffix"), [("onnx", ".onnx"), ("openvino", ".xml")])
+def test_convert_writes_float32_and_int8_that_predict_and_evaluate_run(tmp_path, tmp_path_factory, capfd, to, suffix):
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    out = tmp_path / "out"
+    # int8 of an untrained tiny model agrees poorly with it: converted for its noise, not its accuracy.
+    convert = ["convert", "--to", to, "--model", keras_path, "--out", str(out), "--input-size", str(SIZE)]
+    checks = ["--num-images", "1", "--representative-images", "1", "--min-agreement", "int8=0"]
+    assert main([*convert, *checks]) == 0
+    printed, noise = capfd.readouterr()
+    assert noise == ""  # no converter, tf2onnx, NNCF or engine lines
+    rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.startswith(("float32", "int8"))}
+    assert float(rows["float32"][1]) >= 0.999  # the default threshold held: float32 is exact
+    float32, int8 = EngineModel(out / f"tiny_float32_{SIZE}{suffix}"), EngineModel(out / f"tiny_int8_{SIZE}{suffix}")
+    assert float32.metadata["quantization"] == "float32" and int8.metadata["quantization"] == "int8"
+    assert float32.input_size == SIZE and float32.num_classes == 5 and float32.build_config["output_stride"] == 16
+    assert int8.size_bytes < float32.size_bytes / 2
+
+    # predict: the photo fitted and padded, the class map at the photo's size, as Keras gives it fitted alike
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode(random_image(*ODD_SIZES[0])))
+    model_file = str(out / f"tiny_float32_{SIZE}{suffix}")
+    assert main(["predict", str(photo), "--model", model_file, "--out", str(tmp_path / "masks"), "--flip"]) == 0
+    mask = np.array(Image.open(tmp_path / "masks" / "photo.png"))
+    model = load_model(keras_path)
+    keras_logits = fixed_size_logits(lambda pixels: model(pixels, training=False), SIZE)
+    expected = predict_class_map(keras_logits, random_image(*ODD_SIZES[0])[np.newaxis], flip=True)[0].numpy()
+    assert mask.shape == ODD_SIZES[0] and np.mean(mask == expected) >= 0.999
+
+    capfd.readouterr()
+    int8_file = str(out / f"tiny_int8_{SIZE}{suffix}")
+    assert main(["evaluate", "--model", int8_file, "--format", "synthetic", "--max-examples", "2", "--json"]) == 0
+    result = json.loads(capfd.readouterr().out)
+    assert result["examples"] == 2 and result["output_stride"] == 16 and 0 <= result["miou"] <= 1
+
+
+def test_engine_files_and_options_refused_with_one_line(tmp_path, tmp_path_factory, capsys):
+    keras_path, _ = export_tiny_model(tmp_path_factory)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode(random_image(8, 8)))
+    (tmp_path / "bad.onnx").write_bytes(b"garbage")
+    (tmp_path / "alone.xml").write_text('<?xml version="1.0"?><net/>')
+    expected = {
+        str(tmp_path / "bad.onnx"): "not a readable onnx model ([ONNXRuntimeError]",
+        str(tmp_path / "alone.xml"): "not a readable openvino model (no alone.bin beside it",
+        str(tmp_path / "absent.onnx"): "no such model file",
+    }
+    for path, message in expected.items():
+        assert main(["predict", str(photo), "--model", path, "--out", str(tmp_path / "masks")]) == 1
+        assert f"{path}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "masks").exists()
+    assert main(["convert", "--to", "onnx", "--model", keras_path, "--out", "x", "--quantization", "full_int8"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "keras-deeplab convert: error: --quantization full_int8: not a variant of onnx (its variants: float32 int8)"
+    )
