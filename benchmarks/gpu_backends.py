@@ -27,6 +27,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from a checkout with nothing installed (a GPU machine without TensorFlow)
+from keras_deeplab import machine  # noqa: E402 (reads /proc/cpuinfo; imports no TensorFlow)
+
 SIDES = {
     "ours_jax": "keras-deeplab DeepLabv3 R101, Keras on JAX (jit)",
     "ours_torch": "keras-deeplab DeepLabv3 R101, Keras on PyTorch",
@@ -165,6 +168,7 @@ def main() -> int:
         print(json.dumps(measure(args.one, args)))
         return 0
     options = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items() if key not in ("sides", "one")]
+    print(machine.describe())
     print(
         f"forward batch {args.batch}, SGD step batch {args.train_batch}, {args.size}x{args.size}, "
         f"ours at output stride {args.output_stride}"

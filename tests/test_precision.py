@@ -67,7 +67,7 @@ def test_precision_option_of_predict_evaluate_and_export(tmp_path, tmp_path_fact
         main(["predict", str(photo), "--model", keras_path, "--out", str(tmp_path / "out"), "--precision", "mixed"])
         == 0
     )
-    assert "(mixed_bfloat16)" in capsys.readouterr().out
+    assert "(mixed_bfloat16, tensorflow)" in capsys.readouterr().out
     assert (tmp_path / "out" / "photo.png").is_file()
     evaluate = ["evaluate", "--model", keras_path, "--format", "synthetic", "--max-examples", "2", "--json"]
     assert main([*evaluate, "--precision", "auto"]) == 0

@@ -186,7 +186,7 @@ def test_predict_with_the_shipped_preset_needs_no_network(tmp_path, keras_home, 
     argv = ["predict", photo, "--model", "preset:deeplabv3_257_mv_gpu", "--out", str(tmp_path / "masks")]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert f"predicting with Keras model {keras_home / 'deeplabv3_257_mv_gpu.keras'} (float32)" in out
+    assert f"predicting with Keras model {keras_home / 'deeplabv3_257_mv_gpu.keras'} (float32, tensorflow)" in out
     class_map = np.asarray(Image.open(tmp_path / "masks" / "bird_segmentation.png"))
     shares = np.bincount(class_map.ravel(), minlength=21) / class_map.size
     print(f"bird photo, shipped preset at OS 8: background {shares[0]:.3f}, bird {shares[3]:.3f}")

@@ -28,12 +28,10 @@ TWO_CPUS = DistributionSettings(strategy="mirrored", devices=["/cpu:0", "/cpu:1"
 
 
 RESNET50 = {"backbone": "resnet50", "width_multiplier": 0.125}
-# The v3 ResNet, and a v3+ backbone with decoder and atrous separable convs. Xception-65 builds its batch norms
-# with the same NormSettings as these two; at two minutes of tracing it is left to the export and import tests.
-BACKBONES = {
-    "resnet50": RESNET50,
-    "mobilenetv2": {"backbone": "mobilenetv2", "width_multiplier": 0.35, "decoder": True, "separable": True},
-}
+# The v3 ResNet. MobileNetV2 (v3+ with decoder and atrous separable convs) and Xception-65 build their batch norms
+# with the same NormSettings and the same layer; each costs 45 s to 2 min of tracing, so they are left to the
+# export and import tests.
+BACKBONES = {"resnet50": RESNET50}
 
 
 def tiny_model(sync_batch_norm=False, options=RESNET50):
