@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout with nothing installed (a GPU machine without TensorFlow)
+from peers import median_seconds  # noqa: E402 (benchmarks/ beside this script; imports no TensorFlow)
+
 from keras_deeplab import machine  # noqa: E402 (reads /proc/cpuinfo; imports no TensorFlow)
 
 SIDES = {
@@ -36,18 +36,6 @@ SIDES = {
     "torchvision": "torchvision deeplabv3_resnet101 (OS8)",
 }
 BACKENDS = {"ours_jax": "jax", "ours_torch": "torch", "torchvision": "torch"}
-
-
-def median_seconds(call, runs: int, warmup: int) -> float:
-    """The median seconds of `runs` calls of `call` (which must wait for the device) after `warmup` calls."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_memory_mib(backend: str) -> tuple[float, str]:
@@ -140,12 +128,12 @@ def measure(side: str, args) -> dict:
     forward, step = torchvision_side(args) if side == "torchvision" else ours(side, args)
     result = {"side": side, "device": device(backend)}
     reset_peak(backend)
-    seconds = median_seconds(forward, args.runs, warmup=2)
+    seconds = median_seconds(forward, args.runs, warmup=2)["median_s"]
     result["forward_images_per_s"] = args.batch / seconds
     result["forward_peak_mib"], result["memory"] = peak_memory_mib(backend)
     if args.train_steps:
         reset_peak(backend)
-        seconds = median_seconds(step, args.train_steps, warmup=2)
+        seconds = median_seconds(step, args.train_steps, warmup=2)["median_s"]
         result["train_images_per_s"] = args.train_batch / seconds
         result["train_peak_mib"], _ = peak_memory_mib(backend)
     result["tensorflow_imported"] = "tensorflow" in sys.modules
