@@ -35,9 +35,9 @@ from keras_deeplab import constants, quiet
 from serving.settings import FORMAT_QUANTIZATIONS
 from serving.tflite import (
     METADATA_NAME,
-    MODEL_INPUT_RANGE,
     TFLiteModel,
     convert,
+    converted_metadata,
     fit_and_pad,
     fixed_size_logits,
     frozen_function,
@@ -60,16 +60,6 @@ def _require(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError as error:
         raise ImportError(f"{MISSING} ({error})") from error
-
-
-def _metadata(model: keras.Model, quantization: str, input_size: int) -> dict[str, Any]:
-    return {
-        "input_range": list(MODEL_INPUT_RANGE),
-        "input_size": input_size,
-        "num_classes": int(model.output.shape[-1]),
-        "quantization": quantization,
-        "build_config": getattr(model, "build_config", None),
-    }
 
 
 def _calibration(images: Iterable[np.ndarray] | None, input_size: int, quantization: str) -> list[np.ndarray]:
@@ -109,7 +99,7 @@ def convert_onnx(
         if float_path != path and os.path.exists(float_path):
             os.remove(float_path)
     proto = onnx.load(path)
-    onnx.helper.set_model_props(proto, {METADATA_NAME: json.dumps(_metadata(model, quantization, input_size))})
+    onnx.helper.set_model_props(proto, {METADATA_NAME: json.dumps(converted_metadata(model, quantization, input_size))})
     onnx.save(proto, path)
 
 
@@ -172,7 +162,7 @@ def convert_openvino(
             converted = nncf.quantize(
                 converted, nncf.Dataset(calibration), subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED
             )
-    converted.set_rt_info(json.dumps(_metadata(model, quantization, input_size)), [METADATA_NAME])
+    converted.set_rt_info(json.dumps(converted_metadata(model, quantization, input_size)), [METADATA_NAME])
     openvino.save_model(converted, path, compress_to_fp16=False)
 
 

@@ -122,18 +122,24 @@ def convert(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.int8
-    metadata = {
+    metadata = converted_metadata(model, quantization, input_size)
+    with warnings.catch_warnings(), quiet.filtered_stderr():  # the converter's "fully_quantize: ..." line
+        # Said of every full_int8 conversion with uint8 inputs: the calibration gives the input's scale.
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected", UserWarning)
+        flatbuffer = converter.convert()
+    return finish_flatbuffer(flatbuffer, json.dumps(metadata).encode("utf-8"))
+
+
+def converted_metadata(model: keras.Model, quantization: str, input_size: int) -> dict[str, Any]:
+    """The `keras_deeplab` metadata every converted file carries (.tflite, .onnx, OpenVINO .xml): how to feed it
+    and what it computes."""
+    return {
         "input_range": list(MODEL_INPUT_RANGE),
         "input_size": input_size,
         "num_classes": int(model.output.shape[-1]),
         "quantization": quantization,
         "build_config": getattr(model, "build_config", None),
     }
-    with warnings.catch_warnings(), quiet.filtered_stderr():  # the converter's "fully_quantize: ..." line
-        # Said of every full_int8 conversion with uint8 inputs: the calibration gives the input's scale.
-        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected", UserWarning)
-        flatbuffer = converter.convert()
-    return finish_flatbuffer(flatbuffer, json.dumps(metadata).encode("utf-8"))
 
 
 def finish_flatbuffer(flatbuffer: bytes, metadata: bytes) -> bytes:
