@@ -13,6 +13,25 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 
+def onednn_on() -> bool:
+    """Whether TensorFlow runs its CPU ops through oneDNN in this process: its default on CPUs with AVX-512 VNNI,
+    bfloat16 or AMX, and wherever `TF_ENABLE_ONEDNN_OPTS=1`. Its kernels, unlike TensorFlow's own, compute
+    dilated conv gradients."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def tensorflow_gradients_fastest(inputs: tf.Tensor) -> bool:
+    """Whether TensorFlow's own conv gradients beat this module's for `inputs`: on a GPU (the inputs not pinned to
+    the CPU), where cuDNN has dilated kernels forward and backward, and on a CPU where oneDNN is on, whose kernels
+    compute dilated gradients too and measured at least as fast as ours for each kind of stride-1 conv (1x1,
+    undilated, dilated; both gradients; `benchmarks/gradient_kernels.py`, docs/performance.md)."""
+    if tf.config.list_logical_devices("GPU") and "CPU" not in inputs.device.upper():
+        return True
+    return onednn_on()
+
+
 def conv_padding(kernel_size: int, rate: int, padding: str) -> tuple[int, int]:
     """(before, after): the zeros a stride-1 conv pads along one side: none for VALID; for SAME,
     (kernel_size - 1) * rate in all, the odd one after, as TensorFlow does."""
@@ -97,7 +116,7 @@ def stride1_conv2d(
         return tf.nn.bias_add(outputs, b[0]) if b else outputs
 
     operands = (inputs, kernel) if bias is None else (inputs, kernel, tf.convert_to_tensor(bias))
-    if tf.config.list_logical_devices("GPU") and "CPU" not in inputs.device.upper():
+    if tensorflow_gradients_fastest(inputs):
         return conv(*operands)
 
     @tf.custom_gradient

@@ -21,7 +21,12 @@ from keras_deeplab.layers import Conv2D
         ((15, 17), (1, 1), 1, "valid"),  # 1x1: the kernel's gradient one matrix product
     ],
 )
-def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(size, rate, kernel_size, padding):
+def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(monkeypatch, size, rate, kernel_size, padding):
+    """Our CPU gradient kernels, the ones a CPU without oneDNN runs (pinned here, so that a machine where
+    TensorFlow turns oneDNN on checks them too)."""
+    from keras_deeplab import conv_gradients
+
+    monkeypatch.setattr(conv_gradients, "onednn_on", lambda: False)
     pixels = tf.constant(np.random.default_rng(0).normal(size=(2, *size, 6)).astype("float32"))
     options = {"filters": 4, "kernel_size": kernel_size, "padding": padding, "dilation_rate": rate}
     atrous, plain = Conv2D(**options), keras.layers.Conv2D(**options)
@@ -55,13 +60,20 @@ def test_dilated_conv_matches_keras_conv2d_forward_and_gradient(size, rate, kern
 
 
 @pytest.mark.parametrize("rate", [1, 2])
-def test_conv_on_a_gpu_is_tensorflows_own_with_its_own_gradient(monkeypatch, rate):
-    """Where a GPU is visible, cuDNN's kernels run forward and backward: the gradient graph holds the
-    dilated Conv2DBackpropInput/Filter, not the CPU form (built here, not run: this machine has no GPU)."""
+@pytest.mark.parametrize("where", ["gpu", "onednn"])
+def test_conv_is_tensorflows_own_on_a_gpu_and_with_onednn(monkeypatch, rate, where):
+    """Where a GPU is visible, cuDNN's kernels run forward and backward; where oneDNN is on, its kernels (which
+    compute dilated gradients, and measured faster: benchmarks/gradient_kernels.py). Either way the gradient graph
+    holds the dilated Conv2DBackpropInput/Filter, not our CPU form (built here, not run: no GPU here)."""
     from keras_deeplab import conv_gradients
 
-    real = tf.config.list_logical_devices
-    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
+    if where == "gpu":
+        real = tf.config.list_logical_devices
+        monkeypatch.setattr(
+            tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind)
+        )
+    else:
+        monkeypatch.setattr(conv_gradients, "onednn_on", lambda: True)
     pixels, kernel = tf.zeros((1, 9, 9, 2)), tf.zeros((3, 3, 2, 2))
 
     def gradients(x, k):
