@@ -35,6 +35,8 @@ def test_convert_writes_float32_and_int8_that_predict_and_evaluate_run(tmp_path,
     assert float32.metadata["quantization"] == "float32" and int8.metadata["quantization"] == "int8"
     assert float32.input_size == SIZE and float32.num_classes == 5 and float32.build_config["output_stride"] == 16
     assert int8.size_bytes < float32.size_bytes / 2
+    # 7-bit weights in every layer: 8 bits saturate the uint8 x int8 kernels of CPUs without VNNI
+    assert largest_int8_weight(out / f"tiny_int8_{SIZE}{suffix}") == 64
 
     # predict: the photo fitted and padded, the class map at the photo's size, as Keras gives it fitted alike
     photo = tmp_path / "photo.png"
@@ -52,6 +54,26 @@ def test_convert_writes_float32_and_int8_that_predict_and_evaluate_run(tmp_path,
     assert main(["evaluate", "--model", int8_file, "--format", "synthetic", "--max-examples", "2", "--json"]) == 0
     result = json.loads(capfd.readouterr().out)
     assert result["examples"] == 2 and result["output_stride"] == 16 and 0 <= result["miou"] <= 1
+
+
+def largest_int8_weight(path) -> int:
+    """The largest magnitude among the int8 tensors (weights, zero points) of an ONNX or OpenVINO file."""
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        tensors = onnx.load(path).graph.initializer
+        values = [numpy_helper.to_array(tensor) for tensor in tensors if tensor.data_type == onnx.TensorProto.INT8]
+    else:
+        import openvino
+
+        operations = openvino.Core().read_model(path).get_ordered_ops()
+        values = [
+            operation.get_data()
+            for operation in operations
+            if operation.get_type_name() == "Constant" and operation.get_element_type() == openvino.Type.i8
+        ]
+    return max(int(np.abs(value.astype(np.int32)).max()) for value in values)
 
 
 def test_engine_files_and_options_refused_with_one_line(tmp_path, tmp_path_factory, capsys):
