@@ -20,7 +20,9 @@ normalises pixels itself. The images of each size run as one batch (one model ca
 every class map equals what the Keras model gives for that image alone (padding never leaks into a
 prediction) and a request of many small images costs a few model calls, not one per image. The SavedModel is
 written with `tf.saved_model.save` of a `tf.Module`, which stores every variable once (about 4 bytes per
-parameter), where Keras' `model.export()` stores them twice.
+parameter), where Keras' `model.export()` stores them twice, and without gradient functions: nothing
+differentiates a served model, and tracing the custom gradient of every conv (the CPU conv kernels') took half
+the export's time and a sixth of its size (tiny model: 19 s and 5.9 MB with them, 10 s and 4.8 MB without).
 """
 
 from __future__ import annotations
@@ -185,7 +187,8 @@ def export_saved_model(
     make_folder(base_path)
     temporary = tempfile.mkdtemp(dir=base_path, prefix=f".tmp-{version}-")
     try:
-        tf.saved_model.save(module, temporary, signatures=signatures)
+        options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)  # see the module docstring
+        tf.saved_model.save(module, temporary, signatures=signatures, options=options)
         os.rename(temporary, target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -1,16 +1,18 @@
 """Several hosts for real: two `keras-deeplab train` processes on loopback ports with a two-worker TF_CONFIG.
 
-They train together (the same final weights, each on its own part of the data, half the global batch each),
-only the chief writes the run folder, and a successful run leaves no error line. When one worker is killed the
-other stops within a bounded time with one line saying which worker was lost, at which step, and that
-rerunning the command on every host resumes; the rerun does, from the last checkpoint. The sharding policy
+When one worker is killed the other stops within a bounded time with one line saying which worker was lost, at
+which step, and that rerunning the command on every host resumes; the rerun does, from the last checkpoint, and
+the two train together (the same final weights, each on its own part of the data, half the global batch each),
+only the chief writes the run folder, and the run ends with no error line. The sharding policy
 itself is pinned in-process on what each worker's pipeline yields.
 """
 
+import hashlib
 import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,43 +123,29 @@ def finish_cleanly(workers):
     return results
 
 
-@pytest.mark.slow
-def test_two_workers_train_together_on_their_own_data_and_only_the_chief_writes(tmp_path):
-    started = time.time()
-    steps, batch = 4, 4
-    ports = free_ports(2)
-    chief_dir, worker_dir = tmp_path / "run", tmp_path / "worker_run"  # separate, to see who writes what
-    # TensorFlow's C++ error lines shown (level 2), so that an error line at shutdown would be seen.
-    workers = [
-        start_worker(index, ports, run_dir, steps, tmp_path, batch, log_level=2)
-        for index, run_dir in enumerate((chief_dir, worker_dir))
-    ]
-    results = finish_cleanly(workers)
-    for index, (_, out, _) in enumerate(results):
-        # The recipe's global batch of 4, split over the 2 workers' replicas: 2 each.
-        assert f"training steps 1..{steps} (global batch 4 = 2 x 2, worker {index} of 2 workers)" in out
-    answers = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
-
-    # The chief wrote the run folder; the other worker wrote nothing, not even the folder.
-    assert not worker_dir.exists()
-    assert {"model.keras", "result.json", "recipe.json", "checkpoints", "logs"} <= set(os.listdir(chief_dir))
-    assert CheckpointFolder(str(chief_dir / "checkpoints"), keep=2, writer=False).steps() == [3, 4]
-
-    # Both ended with the same weights: the digest each printed, and that of the model file the chief saved.
-    assert answers[0]["weights_sha256"] == answers[1]["weights_sha256"]
-    assert weights_digest(load_model(str(chief_dir / "model.keras"))) == answers[0]["weights_sha256"]
-    assert json.loads((chief_dir / "result.json").read_text())["step"] == steps
-    print(f"two workers trained {steps} steps in {time.time() - started:.1f} s")
+def tree(folder):
+    """Every path under `folder`, with the SHA-256 of each file's bytes (False for a folder)."""
+    return {
+        str(path.relative_to(folder)): path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in folder.rglob("*")
+    }
 
 
 @pytest.mark.slow
-def test_a_killed_worker_stops_the_other_with_one_line_and_the_rerun_resumes(tmp_path):
+def test_a_killed_worker_stops_the_other_with_one_line_and_the_rerun_resumes_and_only_the_chief_writes(tmp_path):
+    """One cluster started twice (two `keras-deeplab train` processes each time): killed, then rerun to the end.
+
+    Each worker has its own run folder, to see who writes what: worker 1's does not exist while the cluster
+    trains and checkpoints, and for the rerun it holds a copy of the chief's checkpoints (what storage every
+    host reaches would show it), which it resumes from and leaves exactly as it was."""
     started = time.time()
-    steps = 9
-    run_dir = tmp_path / "run"  # one folder for both, as on shared storage
+    steps, batch = 10, 4  # checkpoints at 3, 6, 9 and the last step, 10 (not on the 3-step cycle); 2 kept
+    run_dir, worker_dir = tmp_path / "run", tmp_path / "worker_run"
     folder = CheckpointFolder(str(run_dir / "checkpoints"), keep=2, writer=False)
     ports = free_ports(2)
-    workers = [start_worker(index, ports, run_dir, steps, tmp_path) for index in range(2)]
+    workers = [
+        start_worker(index, ports, path, steps, tmp_path, batch) for index, path in enumerate((run_dir, worker_dir))
+    ]
     try:
         deadline = time.time() + 300
         while not folder.steps() and all(p.poll() is None for p in workers) and time.time() < deadline:
@@ -184,12 +172,31 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_rerun_resumes(tmp
     lost_at, saved = int(match[1]), int(match[2])
     assert saved == folder.steps()[-1] and saved < lost_at <= steps
     assert not (run_dir / "result.json").exists()
+    assert not worker_dir.exists()  # worker 1 wrote nothing, not even the folder
     print(f"survivor stopped {stopped_after:.1f} s after the kill: {line}")
 
+    shutil.copytree(run_dir / "checkpoints", worker_dir / "checkpoints")
+    copied = tree(worker_dir)
     ports = free_ports(2)
-    workers = [start_worker(index, ports, run_dir, steps, tmp_path) for index in range(2)]
-    for _, out, _ in finish_cleanly(workers):
-        assert f"training steps {saved + 1}..{steps} " in out
+    # TensorFlow's C++ error lines shown (level 2), so that an error line at shutdown would be seen.
+    workers = [
+        start_worker(index, ports, path, steps, tmp_path, batch, log_level=2)
+        for index, path in enumerate((run_dir, worker_dir))
+    ]
+    results = finish_cleanly(workers)
+    for index, (_, out, _) in enumerate(results):
+        # The recipe's global batch of 4, split over the 2 workers' replicas: 2 each.
+        assert f"training steps {saved + 1}..{steps} (global batch 4 = 2 x 2, worker {index} of 2 workers)" in out
+    answers = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
+
+    # The chief wrote the run folder; the other worker changed nothing in its own.
+    assert tree(worker_dir) == copied
+    assert {"model.keras", "result.json", "recipe.json", "checkpoints", "logs"} <= set(os.listdir(run_dir))
+    assert folder.steps() == [9, 10]
+
+    # Both ended with the same weights: the digest each printed, and that of the model file the chief saved.
+    assert answers[0]["weights_sha256"] == answers[1]["weights_sha256"]
+    assert weights_digest(load_model(str(run_dir / "model.keras"))) == answers[0]["weights_sha256"]
     assert json.loads((run_dir / "result.json").read_text())["step"] == steps
     print(f"kill and resume took {time.time() - started:.1f} s")
 
