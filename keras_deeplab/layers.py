@@ -220,6 +220,18 @@ class BatchNormalization(layers.BatchNormalization):
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return tf.cast(y, self.compute_dtype)
 
+    def _moments(self, inputs, mask):
+        """keras' batch moments, the variance as the mean squared deviation from the mean: keras' PyTorch backend
+        takes E[x^2] - E[x]^2, which cancels to a negative variance (NaN after the normalization's square root)
+        on a channel whose values are nearly equal beside their mean, as a tiny model's 2x2 features can be.
+        TensorFlow's own moments, masks and synchronized statistics stay keras'."""
+        if on_tensorflow() or mask is not None or self.synchronized:
+            return super()._moments(inputs, mask)
+        x = ops.cast(inputs, "float32") if inputs.dtype in ("float16", "bfloat16") else inputs
+        mean = ops.mean(x, axis=self._reduction_axes)
+        variance = ops.var(x, axis=self._reduction_axes)
+        return ops.cast(mean, inputs.dtype), ops.cast(variance, inputs.dtype)
+
 
 @dataclass(frozen=True)
 class NormSettings:

@@ -78,6 +78,14 @@ def main(folder: str) -> dict:
     result["fit_loss"], result["fit_miou"] = history["loss"], history["mean_iou"]
     lap("fit")
 
+    # A channel whose values are nearly equal beside their mean: keras' PyTorch moments (E[x^2] - E[x]^2) cancel
+    # to a negative variance there, and a tiny model's fit went NaN from it; our batch norm's must not.
+    from keras_deeplab.layers import BatchNormalization
+
+    flat = (1000 + 1e-3 * np.random.default_rng(0).normal(size=(2, 2, 2, 64))).astype("float32")
+    normalized = keras.ops.convert_to_numpy(BatchNormalization()(flat, training=True))
+    result["flat_channel_batch_norm_finite"] = bool(np.isfinite(normalized).all())
+
     try:
         keras_deeplab.train("demo")
     except ValueError as error:
