@@ -65,6 +65,23 @@ def test_train_run_dir_that_is_a_file(tmp_path, capsys):
     assert f"run_dir '{tmp_path / 'run'}' is a file, not a folder" in one_error_line(capsys, "train")
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"step": 50}', 'expected the record train writes (an object with an int "step" and an "eval" object'),
+        ("[1, 2]", 'expected the record train writes (an object with an int "step"'),
+        ('{"step": 5', "not JSON (Expecting"),
+    ],
+)
+def test_a_run_folders_broken_result_is_one_line(tmp_path, capsys, content, message):
+    """A result.json edited by hand or cut short: one line naming it, not a KeyError."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text(content)
+    assert main(train_args(tmp_path / "run")) == 1
+    line = one_error_line(capsys, "train")
+    assert f"{tmp_path / 'run' / 'result.json'}: " in line and message in line
+
+
 def test_disk_full_during_training_names_the_file_and_leftovers_are_removed(tmp_path, capsys, monkeypatch):
     """A run killed while writing model.keras left `.tmp-*-model.keras`: the next start removes it. That start
     then meets a full disk on its first write (recipe.json): one line naming that file."""

@@ -67,6 +67,26 @@ class ClusterMismatchError(ValueError):
     """The workers of a cluster do not start from the same state (their run folders are not one shared folder)."""
 
 
+def finished_result(path: str) -> dict[str, Any]:
+    """The record `train` writes last in a run folder, checked: an object with the finished "step" (an int) and
+    its "eval" (an object with "miou"); anything else is refused in one line, never half-read."""
+    try:
+        result = read_json(path)
+    except ValueError as error:  # not JSON
+        raise RecipeError(f"{path}: not JSON ({error}); remove it to train the run again") from None
+    if not (
+        isinstance(result, dict)
+        and type(result.get("step")) is int
+        and isinstance(result.get("eval"), dict)
+        and "miou" in result["eval"]
+    ):
+        raise RecipeError(
+            f'{path}: expected the record train writes (an object with an int "step" and an "eval" object '
+            'with "miou"); remove it to train the run again'
+        )
+    return result
+
+
 def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool | None = None) -> dict[str, Any]:
     """Train (or resume, or find finished) the run of `recipe` (a Recipe, a shipped name or a file path).
 
@@ -89,8 +109,8 @@ def train(recipe: Recipe | str, overrides: Sequence[str] = (), *, progress: bool
         raise RecipeError(f"{recipe.source}: run_dir {recipe.run_dir!r} is a file, not a folder")
     result_path = os.path.join(recipe.run_dir, "result.json")
     if os.path.isfile(result_path):
-        result = read_json(result_path)
-        if result.get("step", -1) >= recipe.train.steps:
+        result = finished_result(result_path)
+        if result["step"] >= recipe.train.steps:
             print(f"{recipe.run_dir}: finished at step {result['step']}; nothing to do", flush=True)
             return result
     strategy = make_strategy(recipe.distribution)
