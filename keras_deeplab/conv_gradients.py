@@ -22,14 +22,16 @@ def onednn_on() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-def tensorflow_gradients_fastest(inputs: tf.Tensor) -> bool:
-    """Whether TensorFlow's own conv gradients beat this module's for `inputs`: on a GPU (the inputs not pinned to
-    the CPU), where cuDNN has dilated kernels forward and backward, and on a CPU where oneDNN is on, whose kernels
-    compute dilated gradients too and measured at least as fast as ours for each kind of stride-1 conv (1x1,
-    undilated, dilated; both gradients; `benchmarks/gradient_kernels.py`, docs/performance.md)."""
+def tensorflow_gradients_fastest(inputs: tf.Tensor, rate: Sequence[int]) -> bool:
+    """Whether TensorFlow's own conv gradients beat this module's for `inputs` at dilation `rate`: on a GPU (the
+    inputs not pinned to the CPU), where cuDNN has dilated kernels forward and backward; and on a CPU where oneDNN
+    is on, for undilated convs, whose oneDNN gradients measured at least as fast as ours (1x1 and 3x3;
+    `benchmarks/gradient_kernels.py`, docs/performance.md). Dilated convs keep ours there too: oneDNN computes
+    their gradients only where its graph rewrite reaches the op, and elsewhere (eager steps, replicas of a
+    distribution strategy) TensorFlow's own CPU kernel runs and refuses dilation."""
     if tf.config.list_logical_devices("GPU") and "CPU" not in inputs.device.upper():
         return True
-    return onednn_on()
+    return max(rate) == 1 and onednn_on()
 
 
 def conv_padding(kernel_size: int, rate: int, padding: str) -> tuple[int, int]:
@@ -116,7 +118,7 @@ def stride1_conv2d(
         return tf.nn.bias_add(outputs, b[0]) if b else outputs
 
     operands = (inputs, kernel) if bias is None else (inputs, kernel, tf.convert_to_tensor(bias))
-    if tensorflow_gradients_fastest(inputs):
+    if tensorflow_gradients_fastest(inputs, rate):
         return conv(*operands)
 
     @tf.custom_gradient
