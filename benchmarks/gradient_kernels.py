@@ -102,7 +102,7 @@ def main() -> int:
         totals[kind] += np.nan_to_num(seconds, nan=np.inf)
         rows.append((kind, shape, kernel_shape, rate, len(layers), seconds))
 
-    print(f"{title}, batch {args.batch}: each group's total seconds (ms), count n")
+    print(f"{title}, batch {args.batch}: each group's milliseconds per step, n convs")
     header = f"{'kind':<10}{'input':<14}{'kernel':<16}{'rate':>5}{'n':>4}"
     print(header + "".join(f"{name:>13}" for name in NAMES))
     for kind, shape, kernel_shape, rate, count, seconds in sorted(rows, key=lambda row: -max(row[5])):

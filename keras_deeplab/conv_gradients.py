@@ -106,8 +106,8 @@ def stride1_conv2d(
     (over half of a ResNet-101 training step at crop 513, `benchmarks/profile_train_step.py`); even undilated,
     its Conv2DBackpropInput is slower than the forward conv of the same arithmetic. So the inputs' gradient is
     a (dilated) conv of the upstream gradient by the flipped kernel, and the kernel's `conv2d_kernel_gradient`.
-    On a GPU (one is visible and the inputs are not pinned to the CPU) cuDNN has fast kernels for all three, so
-    the conv is TensorFlow's own with its own gradient: nothing of this reaches it. The bias is added inside the
+    Where `tensorflow_gradients_fastest` says so (a GPU's cuDNN; oneDNN's kernels for an undilated conv), the conv
+    is TensorFlow's own with its own gradient: nothing of this reaches it. The bias is added inside the
     conv's gradient function, so TensorFlow still fuses the two into one kernel.
     """
     inputs, kernel = tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel)
