@@ -3,7 +3,8 @@
 Formats beside TFLite (serving/tflite.py), each with a float32 and an int8 variant:
 - `onnx`: the graph Keras 3's own `model.export(format="onnx")` writes (tf2onnx underneath); `int8` is ONNX
   Runtime's static quantisation (QDQ, per-channel int8 weights, uint8 activations calibrated on images from the
-  input pipeline). Run by ONNX Runtime's CPU provider.
+  input pipeline), each conv's bias then corrected for the mean shift its quantisation causes (as NNCF's fast bias
+  correction does). Run by ONNX Runtime's CPU provider.
 - `openvino`: OpenVINO IR (.xml + .bin) converted from the graph of the frozen function the TFLite converter
   reads; `int8` is NNCF's post-training quantisation on calibration images (7-bit weights in every layer, as
   ONNX's). Run by OpenVINO's CPU plugin, whose execution precision is a run-time hint (`OPENVINO_HINTS`: f32,
@@ -104,7 +105,7 @@ def convert_onnx(
 
 def _quantize_onnx(float_path: str, path: str, calibration: Sequence[np.ndarray]) -> None:
     """ONNX Runtime's static quantisation: QDQ, int8 per-channel weights (7-bit range), uint8 activations (MinMax
-    ranges)."""
+    ranges); then `_correct_biases`."""
     from onnxruntime import quantization as ortq
 
     source = _require("onnxruntime").InferenceSession(float_path, providers=["CPUExecutionProvider"])
@@ -136,9 +137,102 @@ def _quantize_onnx(float_path: str, path: str, calibration: Sequence[np.ndarray]
             reduce_range=True,
             calibrate_method=ortq.CalibrationMethod.MinMax,
         )
+        _correct_biases(prepared, path, calibration)
     finally:
         if os.path.exists(prepared):
             os.remove(prepared)
+
+
+def _correct_biases(float_path: str, path: str, calibration: Sequence[np.ndarray]) -> None:
+    """Fast bias correction of the QDQ model at `path` (rewritten in place), as NNCF's for OpenVINO: each conv's
+    int32 bias moved by the mean shift, per output channel over the calibration images, that the quantisation of
+    its own input and weights puts on its output, measured on the float model's (`float_path`) input to that conv.
+
+    Convs without a bias (a fresh model's, whose batch norms shift nothing) are left as they are. Rounding errors
+    of weights and inputs do not average out per output channel: with ONNX Runtime's quantiser alone the published
+    MobileNetV2 agreed with float32 on 0.9860 of the VOC photos' pixels, with the correction on 0.9957, at the same
+    speed: only the biases' values change (docs/engines.md).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    quantized, source = onnx.load(path), onnx.load(float_path)
+    values = {tensor.name: tensor for tensor in quantized.graph.initializer}
+    producer = {output: node for node in quantized.graph.node for output in node.output}
+    float_convs = {node.name: node for node in source.graph.node if node.op_type == "Conv" and len(node.input) == 3}
+    opset = next(entry.version for entry in source.opset_import if entry.domain in ("", "ai.onnx"))
+
+    def made_by(name: str, op_type: str) -> Any:
+        node = producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    biases, probes = [], []
+    for node in quantized.graph.node:
+        if node.op_type != "Conv" or node.name not in float_convs or len(node.input) < 3:
+            continue
+        inputs, weights, bias = (made_by(name, "DequantizeLinear") for name in node.input[:3])
+        quantize = made_by(inputs.input[0], "QuantizeLinear") if inputs is not None else None
+        if quantize is None or weights is None or bias is None or bias.input[0] not in values:
+            continue
+        arrays = {name: numpy_helper.to_array(values[name]) for name in (*quantize.input[1:], *weights.input)}
+        kernel = _dequantized(weights, arrays)
+        probes.append(_add_shift_probe(source, float_convs[node.name], quantize, arrays, kernel, opset))
+        biases.append(bias)
+    if not probes:
+        return
+    onnxruntime = _require("onnxruntime")
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(source.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    totals = [0.0] * len(probes)
+    for pixels in calibration:
+        totals = [total + shift for total, shift in zip(totals, session.run(probes, {input_name: pixels}), strict=True)]
+    for bias, total in zip(biases, totals, strict=True):
+        stored, scale = values[bias.input[0]], numpy_helper.to_array(values[bias.input[1]])
+        steps = np.round(total / len(calibration) / scale).astype(np.int64)
+        corrected = np.clip(numpy_helper.to_array(stored).astype(np.int64) + steps, -(2**31), 2**31 - 1)
+        stored.CopyFrom(numpy_helper.from_array(corrected.astype(np.int32), stored.name))
+    onnx.save(quantized, path)
+
+
+def _dequantized(weights: Any, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The float kernel a DequantizeLinear node of per-channel (or per-tensor) int8 weights gives."""
+    quantized, scale, zero_point = (arrays[name] for name in weights.input)
+    axis = next((attribute.i for attribute in weights.attribute if attribute.name == "axis"), 1)
+    shape = [1] * quantized.ndim
+    shape[axis] = -1
+    return (quantized.astype(np.float32) - zero_point.reshape(shape)) * scale.reshape(shape)
+
+
+def _add_shift_probe(
+    source: Any, conv: Any, quantize: Any, arrays: dict[str, np.ndarray], kernel: np.ndarray, opset: int
+) -> str:
+    """Add to the float model `source` the conv as it runs quantised (its float input quantised and dequantised
+    with the calibrated scale, the dequantised `kernel`, the float bias) and an output: the per-channel mean of the
+    float conv's output less that one's. Returns the output's name."""
+    from onnx import helper, numpy_helper
+
+    prefix = f"bias_correction/{conv.name}/"
+    scale, zero_point = (prefix + "scale", prefix + "zero_point")
+    initializers = {scale: arrays[quantize.input[1]], zero_point: arrays[quantize.input[2]], prefix + "kernel": kernel}
+    mean_over = {"axes": [0, 2, 3]} if opset < 18 else {}  # from opset 18 the axes are an input
+    if opset >= 18:
+        initializers[prefix + "axes"] = np.array([0, 2, 3], np.int64)
+    source.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in initializers.items())
+    attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in conv.attribute}
+    axes = [prefix + "axes"] if opset >= 18 else []
+    source.graph.node.extend(
+        [
+            helper.make_node("QuantizeLinear", [conv.input[0], scale, zero_point], [prefix + "q"]),
+            helper.make_node("DequantizeLinear", [prefix + "q", scale, zero_point], [prefix + "x"]),
+            helper.make_node("Conv", [prefix + "x", prefix + "kernel", conv.input[2]], [prefix + "y"], **attributes),
+            helper.make_node("Sub", [conv.output[0], prefix + "y"], [prefix + "error"]),
+            helper.make_node("ReduceMean", [prefix + "error", *axes], [prefix + "shift"], keepdims=0, **mean_over),
+        ]
+    )
+    source.graph.output.append(helper.make_empty_tensor_value_info(prefix + "shift"))
+    return prefix + "shift"
 
 
 def convert_openvino(
