@@ -159,7 +159,9 @@ def _correct_biases(float_path: str, path: str, calibration: Sequence[np.ndarray
     quantized, source = onnx.load(path), onnx.load(float_path)
     values = {tensor.name: tensor for tensor in quantized.graph.initializer}
     producer = {output: node for node in quantized.graph.node for output in node.output}
-    float_convs = {node.name: node for node in source.graph.node if node.op_type == "Conv" and len(node.input) == 3}
+    float_convs = {
+        node.name: node for node in source.graph.node if node.op_type == "Conv" and len(node.input) == 3 and node.name
+    }  # matched by name: ONNX Runtime's quantiser keeps the names of the nodes it quantises
     opset = next(entry.version for entry in source.opset_import if entry.domain in ("", "ai.onnx"))
 
     def made_by(name: str, op_type: str) -> Any:
