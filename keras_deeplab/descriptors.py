@@ -226,10 +226,13 @@ CITYSCAPES = DatasetDescriptor(
     splits=("train", "val", "test"),
 )
 
-# ADE20K SceneParsing (MIT Scene Parsing Benchmark, `objectInfo150.txt`): annotation 0 = "other" (ignored),
-# 1..150 -> class ids 0..149. The first name of each row.
+# ADE20K SceneParsing as the official DeepLab code has it (tensorflow/models research/deeplab
+# datasets/data_generator.py `_ADE20K_INFORMATION`: 151 classes, ignore label 0): class 0 is annotation 0, "other",
+# ignored in training and evaluation, then the 150 classes of the MIT Scene Parsing Benchmark's
+# `objectInfo150.txt` (the first name of each row), whose annotation values 1..150 are their class ids. So the
+# published ADE20K models (151 logits) and the ones trained here share class ids.
 ADE20K_CLASS_NAMES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "other", "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
     "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
     "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
     "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
@@ -246,9 +249,10 @@ ADE20K_CLASS_NAMES = (
     "shower", "radiator", "glass", "clock", "flag",
 )  # fmt: skip
 # The official DeepLab code's ADE20K colours, tensorflow/models research/deeplab/utils/get_dataset_colormap.py
-# `create_ade20k_label_colormap()`: its entry 0 (annotation "other", black) is our ignore colour, its entries
-# 1..150 the colours of class ids 0..149.
+# `create_ade20k_label_colormap()`, one per class id: entry 0 ("other") black, as is the ignore colour, since the
+# ignore label is that class's annotation (a mask value 0 and a predicted 0 draw the same).
 ADE20K_COLORS = (
+    (0, 0, 0),
     (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3), (120, 120, 80), (140, 140, 140),
     (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255), (235, 255, 7), (150, 5, 61), (120, 120, 70),
     (8, 255, 51), (255, 6, 82), (143, 255, 140), (204, 255, 4), (255, 51, 7), (204, 70, 3), (0, 102, 200),
@@ -277,8 +281,9 @@ ADE20K = DatasetDescriptor(
     ADE20K_CLASS_NAMES,
     ADE20K_COLORS,
     ignore_color=(0, 0, 0),
-    label_map={0: IGNORE_LABEL, **{value: value - 1 for value in range(1, len(ADE20K_CLASS_NAMES) + 1)}},
+    label_map={0: IGNORE_LABEL, **{value: value for value in range(1, len(ADE20K_CLASS_NAMES))}},
     splits=("training", "validation"),
+    background=0,  # "other" stays uncoloured in overlays, as its ignored annotation does
 )
 
 # Oxford-IIIT Pet trimaps (TFDS `oxford_iiit_pet`): 1 = pet, 2 = background, 3 = border (ignored, like VOC's).
@@ -311,7 +316,7 @@ BY_NUM_CLASSES = {VOC.num_classes: VOC, CITYSCAPES.num_classes: CITYSCAPES, ADE2
 
 def descriptor_for_num_classes(num_classes: int) -> DatasetDescriptor:
     """The likeliest descriptor for a model whose dataset is unknown, from its number of classes: 21 -> VOC,
-    19 -> Cityscapes, 150 -> ADE20K; any other number a generic one in the VOC colour map (class 0 left
+    19 -> Cityscapes, 151 -> ADE20K; any other number a generic one in the VOC colour map (class 0 left
     uncoloured in overlays, as DeepLab's class 0 is usually the background)."""
     if num_classes in BY_NUM_CLASSES:
         return BY_NUM_CLASSES[num_classes]

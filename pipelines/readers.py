@@ -8,7 +8,8 @@
   listed in `ImageSets/Segmentation/train_aug.txt` (one name per line, or "image-path mask-path" pairs).
 - Cityscapes: `leftImg8bit/{split}/{city}/*_leftImg8bit.png` with `gtFine/{split}/{city}/*_gtFine_labelIds.png`,
   labelIds mapped to the 19 train ids, everything else IGNORE_LABEL.
-- ADE20K SceneParsing: `images/{training,validation}/*.jpg`, `annotations/.../*.png`: 0 -> ignored, 1..150 -> 0..149.
+- ADE20K SceneParsing: `images/{training,validation}/*.jpg`, `annotations/.../*.png`: DeepLab's 151 classes,
+  0 ("other") ignored, 1..150 the class ids.
 - A folder: `images/*.{jpg,jpeg,png,bmp}`, `masks/<same name>.png`, `classes.txt` (one class name per line,
   line i = class id i); split "all" is every image, another split reads the names in `{split}.txt`.
 

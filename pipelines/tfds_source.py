@@ -2,7 +2,7 @@
 
 - `oxford_iiit_pet`: trimaps 1 = pet -> 1, 2 = background -> 0, 3 = border -> ignored.
 - `scene_parse150`: TFDS builds it from ADE20K's instance annotations, RGB PNGs whose first (R) channel
-  holds the category: 0 -> ignored, 1..150 -> 0..149 as for the ADE20K reader.
+  holds the category: 0 ignored, 1..150 the class ids, as for the ADE20K reader.
 - `cityscapes` (config `semantic_segmentation` unless one is given): labelIds -> the 19 train ids.
 
 Images and masks are read from TFDS still encoded (`tfds.decode.SkipDecoding`), so shuffle buffers hold

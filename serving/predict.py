@@ -194,7 +194,7 @@ def predict_files(
     """Predict each image (class probabilities averaged over `scales` and flips), write its two files, and
     yield their paths (mask PNG, overlay JPEG) image by image. Pictures use the class names and colours of
     `dataset`, which must have the model's number of classes (checked on the first image, before anything is
-    written), else of the dataset that number names (`descriptor_for_num_classes`: 19 Cityscapes, 150 ADE20K,
+    written), else of the dataset that number names (`descriptor_for_num_classes`: 19 Cityscapes, 151 ADE20K,
     21 VOC, other numbers "class_N" in VOC's colours).
     An image over `max_pixels` (height x width, from its header; default `settings.predict_max_pixels` of the
     model's classes) is refused before it is decoded.

@@ -99,7 +99,8 @@ def write_cityscapes(root: str, split: str = "train") -> dict[str, str]:
 
 
 def write_ade20k(root: str, folder: str = "validation") -> dict[str, str]:
-    """Two pairs with annotation values 0 (other), 1, 2 and 150. Returns {name: annotation path}."""
+    """Two pairs with annotation values 0 ("other", ignored), 1, 2 and 150 (the class ids of "wall", "building",
+    "flag"). Returns {name: annotation path}."""
     _makedirs(os.path.join(root, "images", folder), os.path.join(root, "annotations", folder))
     masks = {}
     for index in range(2):

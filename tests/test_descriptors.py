@@ -18,6 +18,7 @@ from keras_deeplab.descriptors import (
     descriptor_for,
     descriptor_for_num_classes,
     make_descriptor,
+    model_descriptor,
     voc_colormap,
 )
 from keras_deeplab.visualize import colorize, overlay, save_palette_png
@@ -47,16 +48,18 @@ def test_cityscapes_train_ids_colours_and_label_ids():
 
 
 def test_ade20k_colours_are_the_official_deeplab_colour_map():
-    # tensorflow/models research/deeplab/utils/get_dataset_colormap.py create_ade20k_label_colormap(): entry 0
-    # (annotation "other") is black, entries 1.. are the classes; our class id k is annotation value k + 1.
+    # tensorflow/models research/deeplab: utils/get_dataset_colormap.py create_ade20k_label_colormap() (151
+    # colours, entry 0 "other" black) and datasets/data_generator.py _ADE20K_INFORMATION (151 classes, annotation 0
+    # ignored): the class ids are the annotation values, as the published 151-class models have them.
     official_head = [(0, 0, 0), (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3)]
     official_tail = [(25, 194, 194), (102, 255, 0), (92, 0, 255)]
-    assert ADE20K.ignore_color == official_head[0]
-    assert list(ADE20K.palette[:5]) == official_head[1:] and list(ADE20K.palette[-3:]) == official_tail
-    assert ADE20K.num_classes == len(ADE20K.palette) == 150 and ADE20K.class_names[0] == "wall"
-    assert ADE20K.palette[12] == (150, 5, 61) and ADE20K.class_names[12] == "person"
+    assert list(ADE20K.palette[:6]) == official_head and list(ADE20K.palette[-3:]) == official_tail
+    assert ADE20K.num_classes == len(ADE20K.palette) == 151 and ADE20K.ignore_color == (0, 0, 0)
+    assert ADE20K.class_names[:3] == ("other", "wall", "building") and ADE20K.class_names[150] == "flag"
+    assert ADE20K.palette[13] == (150, 5, 61) and ADE20K.class_names[13] == "person"
     table = descriptor_table(ADE20K)
-    assert (table[0], table[1], table[150], table[151]) == (255, 0, 149, INVALID)
+    assert (table[0], table[1], table[13], table[150], table[151]) == (255, 1, 13, 150, INVALID)
+    assert ADE20K.background == 0  # "other" stays uncoloured in overlays, as the ignored annotation 0 does
 
 
 def test_oxford_pet_trimaps():
@@ -77,7 +80,8 @@ def test_descriptor_for_names_and_aliases():
 def test_descriptor_for_num_classes_picks_by_class_count():
     assert descriptor_for_num_classes(21) is VOC
     assert descriptor_for_num_classes(19) is CITYSCAPES
-    assert descriptor_for_num_classes(150) is ADE20K
+    assert descriptor_for_num_classes(151) is ADE20K and descriptor_for_num_classes(150).name == "150_classes"
+    assert model_descriptor("ade.keras", 151, descriptor_for("ade20k")) is ADE20K
     generic = descriptor_for_num_classes(7)
     assert generic.num_classes == 7 and generic.palette == tuple(voc_colormap(7)) and generic.background == 0
     with pytest.raises(ValueError, match="cannot be coloured"):

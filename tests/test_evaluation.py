@@ -247,3 +247,42 @@ def test_a_labelme_export_is_trained_and_evaluated_with_its_own_classes(tmp_path
     results = evaluate_model(seven, eval_source)
     assert (results["class_names"], results["examples"]) == (fixtures.LABELME_CLASSES, 3)
     assert "sofa" in format_table(results)
+
+
+def test_a_151_class_model_is_evaluated_on_ade20k_and_predict_names_its_classes(tmp_path, capsys):
+    """The published ADE20K models' 151 classes are the ADE20K descriptor's: `evaluate --format ade20k` scores such
+    a model (it was refused: "the dataset has 150 classes, the model 151") and `predict` names and colours its
+    classes ("wall" for id 1, where it wrote class_1). The model says "wall" everywhere (its logits: its bias).
+    `--dataset ade20k` passes the same descriptor (tests/test_descriptors.py)."""
+    import pipelines_fixtures as fixtures
+
+    from keras_deeplab.descriptors import ADE20K
+    from keras_deeplab.visualize import legend_strip
+
+    ade = build_model(16, num_classes=151, backbone="mobilenetv2", width_multiplier=0.35, aspp_filters=8)
+    logits = ade.get_layer("logits")
+    logits.set_weights([np.zeros_like(logits.kernel.numpy()), np.eye(151, dtype="float32")[1]])
+    ade.save(tmp_path / "ade.keras")
+    masks = fixtures.write_ade20k(str(tmp_path / "ade20k"))
+    argv = ["evaluate", "--model", str(tmp_path / "ade.keras"), "--format", "ade20k", "--json"]
+    assert cli.main([*argv, "--root", str(tmp_path / "ade20k"), "--split", "validation"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    annotations = np.concatenate([np.array(Image.open(path)).reshape(-1) for path in masks.values()])
+    scored = annotations[annotations != 0]  # "other" is not scored; every scored pixel is predicted "wall"
+    wall = np.mean(scored == 1)
+    assert results["class_names"][:2] == ["other", "wall"] and len(results["per_class_iou"]) == 151
+    present = {index: iou for index, iou in enumerate(results["per_class_iou"]) if iou is not None}
+    assert present == pytest.approx({1: wall, 2: 0.0, 150: 0.0})  # class 0: neither labelled nor predicted
+    assert results["miou"] == pytest.approx(wall / 3)
+
+    photo = sorted((tmp_path / "ade20k" / "images" / "validation").glob("*.jpg"))[0]
+    out = tmp_path / "predicted"  # no --dataset: the descriptor its number of classes names
+    assert cli.main(["predict", str(photo), "--model", str(tmp_path / "ade.keras"), "--out", str(out)]) == 0
+    mask = np.array(Image.open(out / f"{photo.stem}.png"))
+    assert np.all(mask == 1) and Image.open(out / f"{photo.stem}.png").getpalette()[:6] == [0, 0, 0, 120, 120, 120]
+    overlay = np.array(Image.open(out / f"{photo.stem}_overlay.jpg"), np.int64)
+    named = legend_strip(mask, mask.shape[1], ADE20K).astype(np.int64)  # "wall 100.0%"
+    numbered = make_descriptor("151_classes", [f"class_{i}" for i in range(151)], palette=ADE20K.palette)
+    assert overlay.shape[0] == mask.shape[0] + named.shape[0]
+    assert np.abs(overlay[mask.shape[0] :] - named).mean() < 2
+    assert np.abs(overlay[mask.shape[0] :] - legend_strip(mask, mask.shape[1], numbered)).mean() > 2

@@ -121,3 +121,30 @@ def test_numpy_confusion_counts_ignores_and_refuses():
         confusion_matrix(np.array([3]), np.array([0]), 3)
     with pytest.raises(ValueError, match="predicted class ids must be below 3"):
         confusion_matrix(np.array([0]), np.array([3]), 3)
+
+
+def test_ade20k_is_scored_as_the_official_deeplab_eval():
+    """research/deeplab/eval.py: tf.metrics.mean_iou over 151 classes with weight 0 where the annotation is 0
+    ("other", ignored). An "other" predicted on a scored pixel gives class 0 a union (its predictions) and no
+    intersection, so the official mean counts it at IoU 0; ours, the ADE20K reader's labels (0 -> 255), the same."""
+    from keras_deeplab.descriptors import ADE20K
+    from pipelines.decode import descriptor_table
+
+    rng = np.random.default_rng(0)
+    annotation = rng.choice([0, 1, 2, 13, 150], (2, 16, 20)).astype(np.int32)
+    predictions = rng.choice([0, 1, 2, 13, 77], annotation.shape).astype(np.int32)  # some "other", a stray 77
+    with tf.Graph().as_default():
+        labels, predicted = tf.constant(annotation.reshape(-1)), tf.constant(predictions.reshape(-1))
+        weights = tf.constant((annotation != 0).reshape(-1), tf.float32)
+        official, update = tf.compat.v1.metrics.mean_iou(labels, predicted, 151, weights=weights)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.local_variables_initializer())
+            session.run(update)
+            official = session.run(official)
+    metric = MeanIoU(ADE20K.num_classes)
+    metric.update_state(descriptor_table(ADE20K)[annotation], predictions)
+    results = metric.results()
+    assert results["per_class_iou"][0] == 0.0 and results["per_class_iou"][77] == 0.0
+    assert sum(iou is not None for iou in results["per_class_iou"]) == 6
+    assert results["miou"] == pytest.approx(float(official), rel=1e-6)
+    assert float(metric.result()) == pytest.approx(float(official), rel=1e-6)

@@ -80,17 +80,17 @@ def test_cityscapes_label_ids_become_train_ids(tmp_path):
     assert seen == {0, 1, 2, 11, 13, 18, 255}  # road, sidewalk, building, person, car, bicycle; unlabeled
 
 
-def test_ade20k_shifts_classes_and_ignores_other(tmp_path):
+def test_ade20k_keeps_annotation_values_as_class_ids_and_ignores_other(tmp_path):
     masks = fixtures.write_ade20k(str(tmp_path))
     for split in ("validation", "val"):
         source = open_source("ade20k", str(tmp_path), split)
-        assert source.num_classes == 150 and source.class_names[0] == "wall"
+        assert source.num_classes == 151 and source.class_names[:2] == ("other", "wall")
         seen = set()
         for name, (_, mask) in eager_and_graph(source).items():
             raw = pil_mask(masks[name]).astype(np.int64)
-            np.testing.assert_array_equal(mask, np.where(raw == 0, 255, raw - 1))
+            np.testing.assert_array_equal(mask, np.where(raw == 0, 255, raw))
             seen |= set(np.unique(mask).tolist())
-        assert seen == {0, 1, 149, 255}
+        assert seen == {1, 2, 150, 255}
 
 
 def test_folder_with_class_list_and_split_list(tmp_path):
@@ -173,7 +173,7 @@ def test_tfrecord_converter_command(tmp_path):
         == 0
     )
     copy = open_source("tfrecord", out, "validation")
-    assert len(copy) == 2 and copy.num_classes == 150
+    assert len(copy) == 2 and copy.num_classes == 151
     assert {name for _, _, name in copy.examples()} == {"ADE_val_00000001", "ADE_val_00000002"}
 
 
@@ -206,7 +206,7 @@ def test_shared_ade20k_sample_equals_pil(shared_data_dir):
     root = os.path.join(shared_data_dir, "ade20k_sample")
     for name, (_, mask) in eager_and_graph(open_source("ade20k", root, "validation")).items():
         raw = pil_mask(os.path.join(root, "annotations", "validation", f"{name}.png")).astype(np.int64)
-        np.testing.assert_array_equal(mask, np.where(raw == 0, 255, raw - 1))
+        np.testing.assert_array_equal(mask, np.where(raw == 0, 255, raw))
 
 
 def mock_tfds_examples(features: dict):
@@ -233,7 +233,7 @@ def mock_tfds_examples(features: dict):
     ("dataset", "image_key", "mask_key", "raw_values", "expected"),
     [
         ("oxford_iiit_pet", "image", "segmentation_mask", [1, 2, 3], {1: 1, 2: 0, 3: 255}),
-        ("scene_parse150", "image", "annotation", [0, 1, 150], {0: 255, 1: 0, 150: 149}),
+        ("scene_parse150", "image", "annotation", [0, 1, 150], {0: 255, 1: 1, 150: 150}),
         ("cityscapes", "image_left", "segmentation_label", [0, 7, 26, 33], {0: 255, 7: 0, 26: 13, 33: 18}),
     ],
 )

@@ -17,6 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_deeplab import cli, presets
+from keras_deeplab.descriptors import descriptor_for
 from keras_deeplab.files import PUBLISHED_PHOTO
 from keras_deeplab.importing.mapping import official_weight_table
 from keras_deeplab.loading import from_preset
@@ -205,3 +206,5 @@ def test_readme_shows_the_presets_table(keras_home, monkeypatch, capsys):
         manual = handle.read()
     for preset in presets.PRESETS.values():  # the manual's table has every preset with its file
         assert f"| `{preset.name}` |" in manual and f"`{preset.file}`" in manual
+        # and its dataset's classes, so evaluate and predict take the preset with that dataset (ADE20K's 151)
+        assert preset.num_classes == descriptor_for(preset.dataset).num_classes, preset.name

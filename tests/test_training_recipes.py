@@ -35,7 +35,7 @@ def test_shipped_recipes_load_and_carry_the_papers_settings():
     assert second.train.learning_rate == 0.001 and second.train.init_checkpoint == first.run_dir
     assert load_recipe("cityscapes_resnet101_os16").num_classes == 19
     ade20k = load_recipe("ade20k_resnet101_os16")
-    assert (ade20k.num_classes, ade20k.data.format, ade20k.data.eval_split) == (150, "ade20k", "validation")
+    assert (ade20k.num_classes, ade20k.data.format, ade20k.data.eval_split) == (151, "ade20k", "validation")
     assert load_recipe("demo").data.format == "synthetic"
 
 
