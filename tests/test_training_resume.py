@@ -23,7 +23,8 @@ from keras_deeplab.training.step import make_optimizer, poly_learning_rate
 from pipelines.formats import open_source
 
 STEPS = 12
-MODEL = {"backbone": "resnet50", "width_multiplier": 0.125, "aspp_filters": 16, "num_classes": 5}
+# VGG-16 under the ASPP head (batch norm there): each process traces its step in about half the tiny ResNet-50's time.
+MODEL = {"backbone": "vgg16", "width_multiplier": 0.125, "aspp_filters": 16, "num_classes": 5}
 
 
 def train_command(run_dir):
