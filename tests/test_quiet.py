@@ -100,7 +100,7 @@ def test_info_json_prints_nothing_but_its_json_and_verbose_shows_the_onednn_line
     assert verbose.returncode == 0 and "oneDNN custom operations are on" in verbose.stderr, verbose.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(40)
 def test_import_weights_and_predict_with_tflite_and_keras_print_only_their_own_lines(tmp_path):
     tflite, photo = PUBLISHED / "deeplabv3_257_mv_gpu.tflite", PUBLISHED / "bird_segmentation.bmp"
     imported = command("import-weights", str(tflite), "--out", str(tmp_path / "mnv2.keras"))

@@ -41,7 +41,7 @@ def _trained_small_model(train):
     return model
 
 
-@pytest.mark.slow
+@pytest.mark.slow(60)
 def test_variants_of_a_trained_model_agree_with_keras():
     train = synthetic_source("train", 64, image_size=SIZE)
     model = _trained_small_model(train)
@@ -72,6 +72,7 @@ def test_fit_and_pad_keeps_the_aspect_and_pads_with_the_mean_pixel():
     np.testing.assert_array_equal(same, image[:, :30])
 
 
+@pytest.mark.slow(27)
 def test_convert_command_writes_variants_with_metadata_and_fails_below_its_threshold(tmp_path, tmp_path_factory, capfd):
     keras_path, _ = export_tiny_model(tmp_path_factory)
     common = ["convert-tflite", "--model", keras_path, "--out", str(tmp_path), "--input-size", "33", "--split", "val"]

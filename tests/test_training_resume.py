@@ -50,7 +50,7 @@ def run(command):
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(35)
 def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_redone(tmp_path, capsys):
     run_dir = tmp_path / "run"
     command = train_command(run_dir)

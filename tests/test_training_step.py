@@ -89,7 +89,7 @@ def relative_difference(got, want, initial):
     return difference / update
 
 
-@pytest.mark.slow
+@pytest.mark.slow(30)
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_two_replicas_with_sync_batch_norm_step_like_one_replica_on_the_doubled_batch(backbone):
     """In float64, so that the comparison sees the algorithm, not rounding: in float32 the synchronized moments
