@@ -75,7 +75,6 @@ def test_fit_and_pad_keeps_the_aspect_and_pads_with_the_mean_pixel():
     np.testing.assert_array_equal(same, image[:, :30])
 
 
-@pytest.mark.slow(27)
 def test_convert_command_writes_variants_with_metadata_and_fails_below_its_threshold(tmp_path, tmp_path_factory, capfd):
     keras_path, _ = export_tiny_model(tmp_path_factory)
     common = ["convert-tflite", "--model", keras_path, "--out", str(tmp_path), "--input-size", "33", "--split", "val"]
