@@ -24,8 +24,8 @@ SLOW_SECONDS = 15
 
 
 def expected_seconds(item) -> float:
-    """`@pytest.mark.slow(seconds)`: the seconds the test took in CI (2 busy cores); SLOW_SECONDS for a bare
-    `slow` mark; 0 for the rest."""
+    """`@pytest.mark.slow(seconds)`: about the seconds the test takes on 2 busy cores (`--durations`, rounded up);
+    SLOW_SECONDS for a bare `slow` mark; 0 for the rest."""
     marker = item.get_closest_marker("slow")
     if marker is None:
         return 0

@@ -134,7 +134,7 @@ def tree(folder):
     }
 
 
-@pytest.mark.slow(65)
+@pytest.mark.slow(45)
 def test_a_killed_worker_stops_the_other_with_one_line_and_the_rerun_resumes_and_only_the_chief_writes(tmp_path):
     """One cluster started twice (two `keras-deeplab train` processes each time): killed, then rerun to the end.
 

@@ -47,7 +47,7 @@ def _trained_small_model(train):
     return model
 
 
-@pytest.mark.slow(60)
+@pytest.mark.slow(40)
 def test_variants_of_a_trained_model_agree_with_keras():
     train = synthetic_source("train", 64, image_size=SIZE)
     model = _trained_small_model(train)

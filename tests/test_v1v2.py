@@ -358,7 +358,7 @@ def test_the_v1_and_v2_recipes_carry_the_papers_settings():
         load_recipe("demo", ["train.lr_schedule=cosine"])
 
 
-@pytest.mark.slow(25)
+@pytest.mark.slow(18)
 def test_tiny_v1_and_v2_recipes_train(tmp_path):
     v1 = tiny_run(
         tmp_path / "v1",
