@@ -19,10 +19,24 @@ tf.config.set_logical_device_configuration(
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
+# The seconds a test marked `slow` without a figure is taken to last, for the order below.
+SLOW_SECONDS = 15
+
+
+def expected_seconds(item) -> float:
+    """`@pytest.mark.slow(seconds)`: about the seconds the test takes on 2 busy cores (`--durations`, rounded up);
+    SLOW_SECONDS for a bare `slow` mark; 0 for the rest."""
+    marker = item.get_closest_marker("slow")
+    if marker is None:
+        return 0
+    return marker.args[0] if marker.args else SLOW_SECONDS
+
+
 def pytest_collection_modifyitems(items):
-    """Tests marked slow run first: `pytest -n 2` hands tests out in this order, so the suite does not end with one
-    worker running a long test while the other has nothing left."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Tests marked slow run first, the longest first: `pytest -n 2 --dist worksteal` hands the first half of this
+    order to one worker and the second to the other, and an idle worker steals from the end of the other's queue,
+    so the suite ends on short tests instead of one worker running a long test while the other has nothing left."""
+    items.sort(key=lambda item: -expected_seconds(item))
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def saved(tmp_path_factory):
     return folder
 
 
-@pytest.mark.slow
+@pytest.mark.slow(45)
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_same_deeplab_on_another_backend(saved, backend):
     pytest.importorskip(backend)

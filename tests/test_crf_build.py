@@ -118,7 +118,7 @@ def test_without_the_extension_the_crf_says_what_is_missing_and_the_rest_works(t
     assert (tmp_path / "crf" / "bird_segmentation.png").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(35)
 def test_the_extension_under_the_sanitizers_finds_nothing_in_a_few_seconds():
     """scripts/sanitize_crf.py, briefly (the issue 24 run: --seconds 60, in the README): the extension built with
     AddressSanitizer and UndefinedBehaviorSanitizer, called with random and extreme inputs, reports nothing."""

@@ -22,6 +22,7 @@ tf2onnx = pytest.importorskip("tf2onnx", reason="the engines extra is not instal
 SIZE = 33
 
 
+@pytest.mark.slow(16)
 @pytest.mark.parametrize(("to", "suffix"), [("onnx", ".onnx"), ("openvino", ".xml")])
 def test_convert_writes_float32_and_int8_that_predict_and_evaluate_run(tmp_path, tmp_path_factory, capfd, to, suffix):
     keras_path, _ = export_tiny_model(tmp_path_factory)

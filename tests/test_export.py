@@ -91,7 +91,7 @@ def test_versions_are_numbered_folders_and_never_overwritten(tmp_path, exported)
     assert DEFAULT_MAX_PIXELS >= 2048 * 2048
 
 
-@pytest.mark.slow
+@pytest.mark.slow(10)
 def test_export_command_with_scores_output_stride_and_pixel_limit(tmp_path, tmp_path_factory, capsys):
     keras_path, _ = export_tiny_model(tmp_path_factory)
     base = tmp_path / "deeplab"

@@ -15,7 +15,7 @@ TINY_V3PLUS = {
 }
 
 
-@pytest.mark.slow
+@pytest.mark.slow(25)
 @pytest.mark.parametrize("backbone", sorted(TINY_V3PLUS))
 def test_export_gives_keras_class_maps_for_odd_sizes(backbone, tmp_path):
     model = varied_tiny_model(SEED, backbone=backbone, **TINY_V3PLUS[backbone])

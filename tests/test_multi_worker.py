@@ -33,7 +33,10 @@ from pipelines.datasets import AutoShardPolicy, shard_policy, shard_records
 from pipelines.synthetic import synthetic_source
 from pipelines.tfrecord import TFRecordSource, write_tfrecords
 
-MODEL = {"backbone": "resnet50", "width_multiplier": 0.125, "aspp_filters": 16, "num_classes": 5}
+# VGG-16 under the ASPP head: the fewest layers that still have batch norm (the head's), so that "the same
+# final weights on both workers" needs their batch statistics synchronized; each process traces its training step
+# in about half the time of the tiny ResNet-50's.
+MODEL = {"backbone": "vgg16", "width_multiplier": 0.125, "aspp_filters": 16, "num_classes": 5}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -131,7 +134,7 @@ def tree(folder):
     }
 
 
-@pytest.mark.slow
+@pytest.mark.slow(45)
 def test_a_killed_worker_stops_the_other_with_one_line_and_the_rerun_resumes_and_only_the_chief_writes(tmp_path):
     """One cluster started twice (two `keras-deeplab train` processes each time): killed, then rerun to the end.
 
@@ -151,7 +154,7 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_rerun_resumes_and
         while not folder.steps() and all(p.poll() is None for p in workers) and time.time() < deadline:
             time.sleep(0.05)
         assert folder.steps(), "no checkpoint was written: " + finish(workers[0], 1)[2][-3000:]
-        time.sleep(1.0)  # a step or so later
+        time.sleep(0.3)  # a step or so later
         os.kill(workers[1].pid, signal.SIGKILL)
         killed = time.time()
         code, out, err = finish(workers[0], 60)

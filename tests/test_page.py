@@ -52,6 +52,7 @@ def served_legend(url: str, photo: bytes, crf: bool) -> tuple[np.ndarray, list[t
     return class_map, [(VOC.class_names[index], format_share(share)) for index, share in class_shares(class_map)]
 
 
+@pytest.mark.slow(26)
 def test_choosing_a_real_photo_shows_overlay_legend_time_and_download(page_server, shared_data_dir, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

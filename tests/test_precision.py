@@ -57,6 +57,7 @@ def test_load_model_in_bfloat16_keeps_the_weights_and_nearly_all_the_classes(tmp
     assert np.mean(logits_half.argmax(-1) == logits_full.argmax(-1)) > 0.95
 
 
+@pytest.mark.slow(17)
 def test_precision_option_of_predict_evaluate_and_export(tmp_path, tmp_path_factory, capsys):
     keras_path, _ = export_tiny_model(tmp_path_factory)
     photo = tmp_path / "photo.png"

@@ -100,7 +100,7 @@ def test_info_json_prints_nothing_but_its_json_and_verbose_shows_the_onednn_line
     assert verbose.returncode == 0 and "oneDNN custom operations are on" in verbose.stderr, verbose.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(40)
 def test_import_weights_and_predict_with_tflite_and_keras_print_only_their_own_lines(tmp_path):
     tflite, photo = PUBLISHED / "deeplabv3_257_mv_gpu.tflite", PUBLISHED / "bird_segmentation.bmp"
     imported = command("import-weights", str(tflite), "--out", str(tmp_path / "mnv2.keras"))
@@ -116,13 +116,20 @@ def test_import_weights_and_predict_with_tflite_and_keras_print_only_their_own_l
     assert "XNNPACK delegate" in verbose.stderr and "oneDNN" in verbose.stderr, verbose.stderr
 
 
-@pytest.mark.slow
+@pytest.fixture(scope="module")
+def saved_deeplab(tmp_path_factory):
+    """A DeepLab .keras file, saved here: the point is the fresh process that loads it, not the one that saves."""
+    from keras_deeplab import build_model
+
+    saved = tmp_path_factory.mktemp("saved") / "m.keras"
+    build_model(16, num_classes=3, backbone="mobilenetv2", width_multiplier=0.35).save(saved)
+    return saved
+
+
+@pytest.mark.slow(9)
 @pytest.mark.parametrize("order", ["import keras_deeplab, keras", "import keras, keras_deeplab"])
-def test_keras_own_load_model_reads_a_saved_deeplab_after_import_keras_deeplab(tmp_path, order):
-    saved = tmp_path / "m.keras"
-    arguments = "16, num_classes=3, backbone='mobilenetv2', width_multiplier=0.35"
-    build = f"import keras_deeplab\nkeras_deeplab.build_model({arguments}).save({str(saved)!r})"
-    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, cwd=tmp_path, timeout=120)
+def test_keras_own_load_model_reads_a_saved_deeplab_after_import_keras_deeplab(saved_deeplab, tmp_path, order):
+    saved = saved_deeplab
     load = (
         f"{order}\nmodel = keras.models.load_model({str(saved)!r})\nprint(type(model).__name__, model.count_params())"
     )

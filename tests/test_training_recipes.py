@@ -94,6 +94,7 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
         load_recipe("demo", ["train.stepz=4"])
 
 
+@pytest.mark.slow(37)
 def test_finetune_published_recipe_raises_the_miou_on_the_training_photos(shared_data_dir, tmp_path, capsys):
     """The shipped fine-tuning recipe, with its defaults (batch norm in inference mode, learning rate 1e-4), from the
     shipped TFLite model on two real VOC photos: the mIoU on them rises within a few steps."""

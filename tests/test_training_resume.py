@@ -23,7 +23,8 @@ from keras_deeplab.training.step import make_optimizer, poly_learning_rate
 from pipelines.formats import open_source
 
 STEPS = 12
-MODEL = {"backbone": "resnet50", "width_multiplier": 0.125, "aspp_filters": 16, "num_classes": 5}
+# VGG-16 under the ASPP head (batch norm there): each process traces its step in about half the tiny ResNet-50's time.
+MODEL = {"backbone": "vgg16", "width_multiplier": 0.125, "aspp_filters": 16, "num_classes": 5}
 
 
 def train_command(run_dir):
@@ -49,7 +50,7 @@ def run(command):
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(35)
 def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_redone(tmp_path, capsys):
     run_dir = tmp_path / "run"
     command = train_command(run_dir)

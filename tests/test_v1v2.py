@@ -358,7 +358,7 @@ def test_the_v1_and_v2_recipes_carry_the_papers_settings():
         load_recipe("demo", ["train.lr_schedule=cosine"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(18)
 def test_tiny_v1_and_v2_recipes_train(tmp_path):
     v1 = tiny_run(
         tmp_path / "v1",
@@ -367,11 +367,13 @@ def test_tiny_v1_and_v2_recipes_train(tmp_path):
          "output_stride": 8},
     )  # fmt: skip
     assert v1["step"] == 3 and v1["eval"]["miou"] == pytest.approx(saved_model_miou(v1), abs=1e-6)
+    # The v2 recipe on the paper's other backbone, VGG-16 (DeepLab-ASPP): a tiny ResNet-50 under its three input
+    # scales took 30 s to trace and train, this 13 s. Its frozen batch norm trains in the finetune recipe's test.
     v2 = tiny_run(
         tmp_path / "v2",
         "voc_resnet101_aspp_v2",
-        {"backbone": "resnet50", "head": "aspp_v2", "aspp_v2_rates": [2, 4], "multi_scale_inputs": [1.0, 0.75, 0.5],
-         "width_multiplier": 0.125, "num_classes": 5, "output_stride": 8},
+        {"backbone": "vgg16", "head": "aspp_v2", "fc6": [3, 12, 16], "aspp_v2_rates": [2, 4],
+         "multi_scale_inputs": [1.0, 0.75, 0.5], "width_multiplier": 0.125, "num_classes": 5, "output_stride": 8},
     )  # fmt: skip
     assert v2["step"] == 3 and v2["eval"]["miou"] == pytest.approx(saved_model_miou(v2), abs=1e-6)
     loaded = keras.saving.load_model(v2["model_path"])
