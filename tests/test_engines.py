@@ -106,8 +106,9 @@ def test_engine_files_and_options_refused_with_one_line(tmp_path, tmp_path_facto
 def test_onnx_int8_bias_correction_pulls_the_mean_logits_to_float32s(tmp_path, monkeypatch):
     import serving.engines as engines
 
-    # batch norms that shift (a trained model's do; a fresh one's fold into convs without a bias)
-    model, rng = varied_tiny_model(), np.random.default_rng(1)
+    # a ResNet's batch norms, made to shift (a trained model's do; a fresh one's fold into convs without a bias)
+    model = varied_tiny_model(backbone="resnet50", width_multiplier=0.125, aspp_filters=16)
+    rng = np.random.default_rng(1)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.beta.assign(rng.normal(0, 0.5, layer.beta.shape).astype("float32"))
