@@ -29,6 +29,9 @@ NUM_CLASSES = 5
 # traces about half the layers of a tiny ResNet-50. The decoder's stride-4 features make its class maps vary from
 # pixel to pixel on noise images (without it a 51x29 image gets one class).
 TINY = {"backbone": "vgg16", "width_multiplier": 0.125, "aspp_filters": 16, "decoder": True}
+# The tiny ResNet-50, for the tests whose point needs a ResNet's batch norms (int8 files of a trained model, the
+# biases those batch norms fold into).
+TINY_RESNET = {"backbone": "resnet50", "width_multiplier": 0.125, "aspp_filters": 16}
 ODD_SIZES = ((33, 47), (51, 29))  # two odd sizes: catch off-by-one resizes and padding mistakes
 
 

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
-from serving_models import ODD_SIZES, encode, export_tiny_model, random_image, varied_tiny_model
+from serving_models import ODD_SIZES, TINY_RESNET, encode, export_tiny_model, random_image, varied_tiny_model
 
 from keras_deeplab.cli import main
 from keras_deeplab.inference import predict_class_map
@@ -107,7 +107,7 @@ def test_onnx_int8_bias_correction_pulls_the_mean_logits_to_float32s(tmp_path, m
     import serving.engines as engines
 
     # a ResNet's batch norms, made to shift (a trained model's do; a fresh one's fold into convs without a bias)
-    model = varied_tiny_model(backbone="resnet50", width_multiplier=0.125, aspp_filters=16)
+    model = varied_tiny_model(**TINY_RESNET)
     rng = np.random.default_rng(1)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -129,10 +129,8 @@ def saved_deeplab(tmp_path_factory):
 @pytest.mark.slow(9)
 @pytest.mark.parametrize("order", ["import keras_deeplab, keras", "import keras, keras_deeplab"])
 def test_keras_own_load_model_reads_a_saved_deeplab_after_import_keras_deeplab(saved_deeplab, tmp_path, order):
-    saved = saved_deeplab
-    load = (
-        f"{order}\nmodel = keras.models.load_model({str(saved)!r})\nprint(type(model).__name__, model.count_params())"
-    )
+    load = f"{order}\nmodel = keras.models.load_model({str(saved_deeplab)!r})\n"
+    load += "print(type(model).__name__, model.count_params())"
     result = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[0] == "DeepLab" and int(result.stdout.split()[1]) > 0
